@@ -1,0 +1,63 @@
+//! Answers the API gives when it cannot do what was asked.
+
+/// A refusal by the core, mapped onto a status and an error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400 `bad_after`: the client's cursor is past the last issued seq.
+    BadAfter,
+    /// 404 `no_session`: no live session for that token, pair and side.
+    NoSession,
+    /// 409 `side_taken`: another live session holds the side.
+    SideTaken,
+    /// 409 `peer_offline`: there is no live peer to deliver to.
+    PeerOffline,
+    /// 429 `peer_busy`: the peer's buffer, or the node's, is full.
+    PeerBusy,
+    /// 503 `overloaded`: the node is at its session limit.
+    Overloaded,
+    /// 503 `shutting_down`: the node is draining.
+    ShuttingDown,
+    /// 503 `unavailable`: the session's home node cannot be reached.
+    Unavailable,
+}
+
+impl ApiError {
+    /// HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            ApiError::BadAfter => 400,
+            ApiError::NoSession => 404,
+            ApiError::SideTaken | ApiError::PeerOffline => 409,
+            ApiError::PeerBusy => 429,
+            ApiError::Overloaded | ApiError::ShuttingDown | ApiError::Unavailable => 503,
+        }
+    }
+
+    /// The `error` field.
+    pub fn code(self) -> &'static str {
+        match self {
+            ApiError::BadAfter => "bad_after",
+            ApiError::NoSession => "no_session",
+            ApiError::SideTaken => "side_taken",
+            ApiError::PeerOffline => "peer_offline",
+            ApiError::PeerBusy => "peer_busy",
+            ApiError::Overloaded => "overloaded",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::Unavailable => "unavailable",
+        }
+    }
+
+    /// The `message` field, for humans.
+    pub fn message(self) -> &'static str {
+        match self {
+            ApiError::BadAfter => "after is higher than the last seq this session issued",
+            ApiError::NoSession => "no live session for this token, pair and side",
+            ApiError::SideTaken => "a live session already holds this side",
+            ApiError::PeerOffline => "the peer has no live session",
+            ApiError::PeerBusy => "the peer's buffer is full; retry after it polls",
+            ApiError::Overloaded => "the node is at its session limit",
+            ApiError::ShuttingDown => "the node is shutting down",
+            ApiError::Unavailable => "the session's home node is unreachable",
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! One session's state: its event buffer, cursor, waiting poll, link and
+//! idempotency keys.
+
+use super::event::{Event, EventKind};
+use super::Millis;
+use crate::limits::{IDEMPOTENCY_KEYS_MAX, SECRET_BYTES};
+use crate::proto::ids::{PairId, Side};
+use std::collections::VecDeque;
+
+/// Where a handler lives: its node (0 is this node), its slab key and its
+/// generation. A slab key is reused; the generation never is, so an old
+/// address never reaches a new session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr {
+    /// Index of the node: 0 for this one, then the cluster peers in order.
+    pub node: u16,
+    /// Slab key on that node.
+    pub key: u32,
+    /// Generation on that node.
+    pub gen: u64,
+}
+
+/// A poll waiting for events.
+#[derive(Debug)]
+pub struct WaitingPoll<W> {
+    /// Whatever the driver needs to answer it.
+    pub waiter: W,
+    /// Tells this poll from a later one on the same session.
+    pub id: u64,
+}
+
+/// A session handler.
+#[derive(Debug)]
+pub struct Session<W> {
+    /// Pair id.
+    pub pair: PairId,
+    /// Side.
+    pub side: Side,
+    /// Generation (see [`Addr`]).
+    pub gen: u64,
+    /// The token's secret.
+    pub secret: [u8; SECRET_BYTES],
+    /// Highest seq issued.
+    pub last_seq: u64,
+    /// Events not yet acknowledged, in seq order.
+    pub events: VecDeque<Event>,
+    /// Sum of [`Event::data_bytes`] over `events`.
+    pub data_bytes: usize,
+    /// The waiting poll, if any (at most one, API.md §2).
+    pub poll: Option<WaitingPoll<W>>,
+    /// When this session next needs attention: its poll's timeout while a
+    /// poll waits, else its expiry.
+    pub deadline: Millis,
+    /// The deadline the timer set holds for this session (<= `deadline`).
+    pub timer_at: Millis,
+    /// The linked peer handler; `Some` means the peer is online.
+    pub peer: Option<Addr>,
+    /// Idempotency keys of the last messages sent, oldest first. Allocated
+    /// only when a client uses keys.
+    pub idempotency_keys: VecDeque<Box<[u8]>>,
+}
+
+impl<W> Session<W> {
+    /// A new session with an empty buffer.
+    pub fn new(
+        pair: PairId,
+        side: Side,
+        gen: u64,
+        secret: [u8; SECRET_BYTES],
+        deadline: Millis,
+    ) -> Self {
+        Session {
+            pair,
+            side,
+            gen,
+            secret,
+            last_seq: 0,
+            events: VecDeque::new(),
+            data_bytes: 0,
+            poll: None,
+            deadline,
+            timer_at: deadline,
+            peer: None,
+            idempotency_keys: VecDeque::new(),
+        }
+    }
+
+    /// Appends an event with the next seq.
+    pub fn push(&mut self, kind: EventKind) {
+        self.last_seq += 1;
+        let event = Event {
+            seq: self.last_seq,
+            kind,
+        };
+        self.data_bytes += event.data_bytes();
+        self.events.push_back(event);
+    }
+
+    /// Forgets every event with `seq <= after`; returns (events, data bytes)
+    /// freed.
+    pub fn acknowledge(&mut self, after: u64) -> (usize, usize) {
+        let mut freed = (0, 0);
+        while let Some(event) = self.events.front() {
+            if event.seq > after {
+                break;
+            }
+            freed.0 += 1;
+            freed.1 += event.data_bytes();
+            self.events.pop_front();
+        }
+        self.data_bytes -= freed.1;
+        freed
+    }
+
+    /// Whether `key` was used by one of the last messages.
+    pub fn knows_key(&self, key: &[u8]) -> bool {
+        self.idempotency_keys.iter().any(|k| **k == *key)
+    }
+
+    /// Remembers `key`, forgetting the oldest beyond the limit.
+    pub fn remember_key(&mut self, key: &[u8]) {
+        if self.idempotency_keys.len() == IDEMPOTENCY_KEYS_MAX {
+            self.idempotency_keys.pop_front();
+        }
+        self.idempotency_keys.push_back(key.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session<()> {
+        Session::new(PairId::try_from("p").unwrap(), Side::A, 1, [0; 16], 0)
+    }
+
+    #[test]
+    fn push_and_acknowledge() {
+        let mut s = session();
+        s.push(EventKind::PeerOnline);
+        s.push(EventKind::Message("abc".into()));
+        s.push(EventKind::Message("de".into()));
+        assert_eq!(s.last_seq, 3);
+        assert_eq!(s.data_bytes, 5);
+        assert_eq!(s.acknowledge(0), (0, 0));
+        assert_eq!(s.acknowledge(2), (2, 3));
+        assert_eq!(s.data_bytes, 2);
+        assert_eq!(s.events.front().map(|e| e.seq), Some(3));
+        assert_eq!(s.acknowledge(3), (1, 2));
+        assert!(s.events.is_empty());
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded() {
+        let mut s = session();
+        for i in 0..100u32 {
+            s.remember_key(i.to_string().as_bytes());
+        }
+        assert_eq!(s.idempotency_keys.len(), IDEMPOTENCY_KEYS_MAX);
+        assert!(!s.knows_key(b"35"));
+        assert!(s.knows_key(b"36"));
+        assert!(s.knows_key(b"99"));
+    }
+}

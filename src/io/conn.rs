@@ -1,0 +1,273 @@
+//! One HTTP connection: read a request, hand it to the API, wait for a long
+//! poll's answer if it has to, write the response; in order, for as long as
+//! keep-alive lasts.
+//!
+//! Memory of an idle connection is kept small on purpose: the read buffer is
+//! allocated only once bytes are readable and given back when empty, so an
+//! idle waiting poll holds little beyond its task and socket.
+
+use super::waiter::{Answer, Wait};
+use super::Shared;
+use crate::api::{self, Handled};
+use crate::core::PollHandle;
+use crate::limits::{IDLE_BUFFER_BYTES_MAX, PIPELINE_BYTES_MAX, READ_CHUNK_BYTES};
+use crate::proto::http::{Framer, HttpError, Method, Progress, Request};
+use crate::proto::response::{self, Cors, Response};
+use smol::future;
+use smol::io::AsyncWriteExt;
+use smol::{Async, Timer};
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Longest a response may take to be written before the client is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest, and most bytes, a closing connection is read and discarded so
+/// that its last response is not destroyed by a reset.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES_MAX: usize = 64 * 1024;
+
+/// Serves one connection until it closes.
+pub async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>) {
+    let mut conn = Conn {
+        shared: shared.clone(),
+        stream,
+        buf: Vec::new(),
+        out: Vec::new(),
+        timer: Timer::never(),
+    };
+    if let Err(e) = conn.run().await {
+        log::debug!("connection ended: {e}");
+    }
+    shared.metrics(|m| m.connections_open -= 1);
+}
+
+/// What reading a request gave.
+enum Read_ {
+    Request(Request),
+    /// Closed by the client, or idle past the header timeout.
+    Closed,
+    /// A framing error to answer before closing.
+    Refuse(u16, &'static str, &'static str),
+}
+
+struct Conn {
+    shared: Rc<Shared>,
+    stream: Async<TcpStream>,
+    /// Received, not yet framed bytes.
+    buf: Vec<u8>,
+    /// The response being written.
+    out: Vec<u8>,
+    /// The header (and body) timeout, re-armed per request.
+    timer: Timer,
+}
+
+impl Conn {
+    async fn run(&mut self) -> io::Result<()> {
+        let mut framer = Framer::new(self.shared.http_limits);
+        loop {
+            let request = match self.read_request(&mut framer).await? {
+                Read_::Request(r) => r,
+                Read_::Closed => return Ok(()),
+                Read_::Refuse(status, code, message) => {
+                    let mut r = Response::error(status, code, message);
+                    r.close = true;
+                    self.respond(&r, false).await?;
+                    self.linger().await;
+                    return Ok(());
+                }
+            };
+            let shared = self.shared.clone();
+            let in_flight = shared.in_flight();
+            let mut response = match self.shared.handle(&request) {
+                (Handled::Respond(r), _) => r,
+                (Handled::Wait(handle), Some(wait)) => match self.wait_poll(handle, wait).await {
+                    Some(r) => r,
+                    None => return Ok(()), // the client went away
+                },
+                (Handled::Wait(_), None) => Response::error(500, "internal", "poll without waiter"),
+            };
+            response.close |= !request.keep_alive || self.shared.draining();
+            self.respond(&response, request.method == Method::Head)
+                .await?;
+            drop(in_flight);
+            if response.close {
+                self.linger().await;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads until a whole request is framed, within the header timeout
+    /// (once for the head, once again for the body).
+    async fn read_request(&mut self, framer: &mut Framer) -> io::Result<Read_> {
+        self.timer.set_after(self.shared.header_timeout);
+        loop {
+            match framer.advance(&self.buf) {
+                Ok(Progress::Complete { request, consumed }) => {
+                    self.buf.drain(..consumed);
+                    if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_BYTES_MAX {
+                        self.buf = Vec::new();
+                    }
+                    return Ok(Read_::Request(request));
+                }
+                Ok(Progress::HeadComplete { expect_continue }) => {
+                    self.timer.set_after(self.shared.header_timeout);
+                    if expect_continue {
+                        self.write_out_of_band(b"HTTP/1.1 100 Continue\r\n\r\n")
+                            .await?;
+                    }
+                    continue;
+                }
+                Ok(Progress::NeedMore) => {}
+                Err(e) => return Ok(refusal(e)),
+            }
+            let Conn {
+                stream, buf, timer, ..
+            } = self;
+            let read = future::or(async { Some(fill(stream, buf).await) }, async {
+                timer.await;
+                None
+            })
+            .await;
+            match read {
+                Some(Ok(0)) => return Ok(Read_::Closed),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None if self.buf.is_empty() && !framer.head_done() => return Ok(Read_::Closed),
+                None => {
+                    return Ok(Read_::Refuse(
+                        408,
+                        "request_timeout",
+                        "the request was not received in time",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Waits for a poll's answer while watching the socket: bytes of a
+    /// pipelined request are kept (up to a bound), a closed socket cancels
+    /// the poll. `None` when the client went away.
+    async fn wait_poll(&mut self, handle: PollHandle, mut wait: Wait) -> Option<Response> {
+        enum Woke {
+            Answer(Option<Answer>),
+            Read(io::Result<usize>),
+        }
+        loop {
+            let Conn { stream, buf, .. } = self;
+            let watch = buf.len() < PIPELINE_BYTES_MAX;
+            let woke = future::or(async { Woke::Answer((&mut wait).await) }, async {
+                if watch {
+                    Woke::Read(fill(stream, buf).await)
+                } else {
+                    future::pending().await
+                }
+            })
+            .await;
+            match woke {
+                Woke::Answer(Some(answer)) => return Some(api::poll_answer(answer)),
+                Woke::Answer(None) => {
+                    return Some(Response::error(500, "internal", "the poll was dropped"))
+                }
+                Woke::Read(Ok(n)) if n > 0 => continue,
+                Woke::Read(_) => {
+                    self.shared.cancel_poll(handle);
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn respond(&mut self, response: &Response, head_only: bool) -> io::Result<()> {
+        self.out.clear();
+        let cors = self
+            .shared
+            .cors_origin
+            .as_deref()
+            .map(|origin| Cors { origin });
+        response::write(&mut self.out, response, cors.as_ref(), head_only);
+        self.shared.metrics(|m| m.count_response(response.status));
+        let Conn { stream, out, .. } = self;
+        let written = future::or(async { Some((&*stream).write_all(out).await) }, async {
+            Timer::after(WRITE_TIMEOUT).await;
+            None
+        })
+        .await;
+        if self.out.capacity() > IDLE_BUFFER_BYTES_MAX {
+            self.out = Vec::new();
+        }
+        written.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    async fn write_out_of_band(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stream = &self.stream;
+        future::or(async { (&*stream).write_all(bytes).await }, async {
+            Timer::after(WRITE_TIMEOUT).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await
+    }
+
+    /// Closes gracefully: stop sending, then read and discard what the
+    /// client still sends for a short while, so that the kernel does not
+    /// answer it with a reset that destroys our last response.
+    async fn linger(&mut self) {
+        let _ = self.stream.get_ref().shutdown(Shutdown::Write);
+        let stream = &self.stream;
+        let _ = future::or(
+            async {
+                let mut sink = [0u8; 512];
+                let mut total = 0;
+                while total < LINGER_BYTES_MAX {
+                    match stream.read_with(|mut s| s.read(&mut sink)).await {
+                        Ok(n) if n > 0 => total += n,
+                        _ => break,
+                    }
+                }
+            },
+            async {
+                Timer::after(LINGER).await;
+            },
+        )
+        .await;
+    }
+}
+
+/// Waits until the socket is readable, then reads what is there into the
+/// end of `buf`. The buffer grows only once bytes are known to be there, so
+/// an idle connection holds none. Cancel-safe: nothing happens after the
+/// only await.
+async fn fill(stream: &Async<TcpStream>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        let len = buf.len();
+        buf.resize(len + READ_CHUNK_BYTES, 0);
+        let read = stream.get_ref().read(&mut buf[len..]);
+        match read {
+            Ok(n) => {
+                buf.truncate(len + n);
+                return Ok(n);
+            }
+            Err(e) => {
+                buf.truncate(len);
+                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+fn refusal(e: HttpError) -> Read_ {
+    let message = match e {
+        HttpError::BadRequest => "malformed request",
+        HttpError::PayloadTooLarge => "the body is over the limit",
+        HttpError::UriTooLong => "the request target is over 8 KiB",
+        HttpError::HeadersTooLarge => "the request headers are over 16 KiB",
+        HttpError::NotImplemented => "only Transfer-Encoding: chunked is supported",
+        HttpError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+    };
+    Read_::Refuse(e.status(), e.code(), message)
+}

@@ -1,0 +1,1996 @@
+//! HTTP/1.x request framing, sans-IO.
+//!
+//! A [`Framer`] turns the bytes received on one connection into
+//! [`Request`]s, one at a time, and never touches a socket or a clock: the
+//! caller appends what it reads to its buffer and calls [`Framer::advance`]
+//! again. Header fields are split and checked by `httparse`; everything that
+//! decides where a message ends (the request line, line endings, folding,
+//! `Content-Length`, `Transfer-Encoding`, chunked framing) is checked here
+//! first, because those are the places where a lenient parser can be made
+//! to see a different request than a proxy in front of it saw (RFC 9112
+//! §11.2, request smuggling).
+//!
+//! # State kept between calls
+//!
+//! The framer remembers how far into the buffer it has looked (`pos`) and
+//! where it stands in the grammar, so each byte of a head or of a chunked
+//! body is examined once however the bytes are split. The header block is
+//! handed to `httparse` once, when its final empty line has arrived. A
+//! `Content-Length` body is only counted until complete, then copied once; a
+//! chunked body is decoded as it arrives into a buffer that never exceeds
+//! [`Limits::body_bytes_max`].
+//!
+//! # Rules
+//!
+//! - Up to [`LEADING_EMPTY_LINES_MAX`] empty lines (CRLF) before the request
+//!   line are skipped (RFC 9112 §2.2 asks servers to ignore at least one);
+//!   they count toward `consumed` but not toward the head limit.
+//! - The request line is exactly `method SP target SP HTTP/D.D CRLF`: the
+//!   method a token of at most [`METHOD_BYTES_MAX`] bytes (longer: 501, as
+//!   RFC 9112 §3 suggests), the target non-empty visible ASCII, the version
+//!   name case-sensitive. A well-formed version other than 1.0 and 1.1 is
+//!   505; a line without a version (HTTP/0.9 style) is malformed, 400.
+//! - Every line ends with CRLF; a bare LF or a CR not followed by LF is 400.
+//!   A field line starting with SP or HTAB (obsolete folding, or whitespace
+//!   before the first field) is 400.
+//! - A target over [`Limits::target_bytes_max`] is 414 as soon as that many
+//!   target bytes have arrived; a head over [`Limits::head_bytes_max`] or
+//!   with more than [`HEADERS_COUNT_MAX`] field lines is 431 as soon as the
+//!   excess arrives.
+//! - `Content-Length` is 1*DIGIT after trimming OWS; copies that state the
+//!   same decimal value are tolerated, others are 400. A value over
+//!   [`Limits::body_bytes_max`] (including one too large for any integer) is
+//!   413 as soon as the head is parsed.
+//! - `Transfer-Encoding` together with `Content-Length` is 400, in an
+//!   HTTP/1.0 request 400, and anything but one field whose value is exactly
+//!   `chunked` (case-insensitive, OWS-trimmed) is 501.
+//! - Chunk sizes are 1 to [`CHUNK_SIZE_DIGITS_MAX`] hex digits; extensions
+//!   must follow the RFC 9112 §7.1.1 grammar and are ignored; a size line is
+//!   at most [`CHUNK_LINE_BYTES_MAX`] bytes; trailer fields are checked and
+//!   discarded, and at most `head_bytes_max` bytes of them (431) are read.
+//!   A chunk that would take the body over the limit is 413 as soon as its
+//!   size digits show it.
+//! - A duplicated `Authorization` or `Idempotency-Key` is 400: which one
+//!   counts would be a guess.
+//! - Anything not covered here is left to the caller (e.g. `Host` is not
+//!   required).
+
+/// Most field lines in one request head. The `httparse` slot array has this
+/// many entries, so the head scanner refuses the next line (431) before
+/// `httparse` could run out of room.
+pub const HEADERS_COUNT_MAX: usize = 100;
+
+/// Longest method token accepted. Ours are at most 7 bytes; RFC 9112 §3
+/// suggests 501 for a method longer than any the server implements, and the
+/// bound keeps the request line's overhead over the target small, so an
+/// overlong target is seen early.
+pub const METHOD_BYTES_MAX: usize = 16;
+
+/// Empty lines (CRLF) skipped before a request line. RFC 9112 §2.2 asks a
+/// server to ignore at least one (some clients send a CRLF after a POST
+/// body); more than a few is not a client we want to humour.
+pub const LEADING_EMPTY_LINES_MAX: usize = 4;
+
+/// Longest chunk-size line, extensions and CRLF included. Extensions are
+/// ignored, so a long line is only a way to make us read without progress.
+pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
+
+/// Most hex digits in a chunk size: 16 fill a `u64`, so accumulating them
+/// cannot overflow, and leading zeros are still allowed.
+pub const CHUNK_SIZE_DIGITS_MAX: usize = 16;
+
+// The scanner refuses a target the moment it exceeds its limit, so an
+// overlong target is seen at most `METHOD_BYTES_MAX + 2` bytes past
+// `target_bytes_max` (method, SP, the excess byte) into the buffer; callers
+// are promised that this is within 32 bytes.
+const _: () = assert!(METHOD_BYTES_MAX + 2 <= 32);
+const _: () = assert!(CHUNK_SIZE_DIGITS_MAX * 4 <= u64::BITS as usize);
+const _: () = assert!(CHUNK_LINE_BYTES_MAX > CHUNK_SIZE_DIGITS_MAX + 2);
+
+/// Size limits the framer enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest request target (path and query) accepted; longer gets 414.
+    pub target_bytes_max: usize,
+    /// Longest head (request line and all header lines); longer gets 431.
+    pub head_bytes_max: usize,
+    /// Largest decoded body; larger gets 413.
+    pub body_bytes_max: usize,
+}
+
+/// Request method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// DELETE
+    Delete,
+    /// OPTIONS
+    Options,
+    /// PATCH
+    Patch,
+    /// Any other syntactically valid method token.
+    Other,
+}
+
+impl Method {
+    /// Methods are case-sensitive (RFC 9110 §9.1), so `get` is `Other`.
+    fn from_token(token: &[u8]) -> Method {
+        match token {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"PATCH" => Method::Patch,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// HTTP version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0
+    Http10,
+    /// HTTP/1.1
+    Http11,
+}
+
+/// A complete request, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Method.
+    pub method: Method,
+    /// The raw request target (`/path?query`).
+    pub target: String,
+    /// Version.
+    pub version: Version,
+    /// Whether the connection may stay open after the response.
+    pub keep_alive: bool,
+    /// The `Authorization` header value, if any.
+    pub authorization: Option<Vec<u8>>,
+    /// The `Idempotency-Key` header value, if any.
+    pub idempotency_key: Option<Vec<u8>>,
+    /// The decoded body.
+    pub body: Vec<u8>,
+}
+
+/// Why a request was refused; each closes the connection after its response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// 400
+    BadRequest,
+    /// 413
+    PayloadTooLarge,
+    /// 414
+    UriTooLong,
+    /// 431
+    HeadersTooLarge,
+    /// 501
+    NotImplemented,
+    /// 505
+    VersionNotSupported,
+}
+
+impl HttpError {
+    /// The response status code.
+    pub fn status(self) -> u16 {
+        match self {
+            HttpError::BadRequest => 400,
+            HttpError::PayloadTooLarge => 413,
+            HttpError::UriTooLong => 414,
+            HttpError::HeadersTooLarge => 431,
+            HttpError::NotImplemented => 501,
+            HttpError::VersionNotSupported => 505,
+        }
+    }
+
+    /// The `error` code of the JSON error body.
+    pub fn code(self) -> &'static str {
+        match self {
+            HttpError::BadRequest => "bad_request",
+            HttpError::PayloadTooLarge => "too_large",
+            HttpError::UriTooLong => "uri_too_long",
+            HttpError::HeadersTooLarge => "headers_too_large",
+            HttpError::NotImplemented => "not_implemented",
+            HttpError::VersionNotSupported => "http_version_not_supported",
+        }
+    }
+
+    /// A sentence for the `message` of the JSON error body.
+    pub fn message(self) -> &'static str {
+        match self {
+            HttpError::BadRequest => "malformed HTTP request",
+            HttpError::PayloadTooLarge => "request body too large",
+            HttpError::UriTooLong => "request target too long",
+            HttpError::HeadersTooLarge => "request header fields too large",
+            HttpError::NotImplemented => "transfer coding or method not implemented",
+            HttpError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+        }
+    }
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status(), self.message())
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// What the framer has after a call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// More bytes are needed.
+    NeedMore,
+    /// The head is complete and a body is still coming.
+    HeadComplete {
+        /// The client sent `Expect: 100-continue`.
+        expect_continue: bool,
+    },
+    /// A whole request.
+    Complete {
+        /// The request.
+        request: Request,
+        /// Bytes of the buffer it used.
+        consumed: usize,
+    },
+}
+
+/// Incremental request framer.
+///
+/// Contract of [`Framer::advance`]: `buf` holds every byte received since
+/// the previous `Complete`; the caller only appends to it between calls.
+/// After `Complete { consumed, .. }` the caller drops `consumed` bytes from
+/// the front (pipelined bytes may follow) and the framer is ready for the
+/// next request. After an `Err` the caller answers with the error and closes
+/// the connection; further calls return the same error.
+#[derive(Debug)]
+pub struct Framer {
+    limits: Limits,
+    /// Bytes of `buf` already examined for the current request. Resuming
+    /// here is what keeps a request fed one byte at a time linear.
+    pos: usize,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading the request line and header fields.
+    Head(HeadScan),
+    /// The head is parsed; reading the body.
+    Body(Pending),
+    /// An error was returned; the connection is being closed.
+    Failed(HttpError),
+}
+
+impl Framer {
+    /// A framer enforcing `limits`.
+    pub fn new(limits: Limits) -> Framer {
+        Framer {
+            limits,
+            pos: 0,
+            phase: Phase::Head(HeadScan::new()),
+        }
+    }
+
+    /// Looks at all unconsumed bytes and says whether they hold a request.
+    ///
+    /// Returns `HeadComplete` once per request, when its head is parsed but
+    /// its body has not all arrived (the caller restarts its body timer and
+    /// answers `100 Continue` if asked); a request that arrives whole goes
+    /// straight to `Complete`.
+    ///
+    /// # Errors
+    ///
+    /// An [`HttpError`] for a request that is malformed, over a limit or
+    /// uses something not implemented; see the module documentation. Also
+    /// `BadRequest` if `buf` is shorter than at the previous call, which
+    /// breaks the contract above.
+    pub fn advance(&mut self, buf: &[u8]) -> Result<Progress, HttpError> {
+        let result = self.advance_inner(buf);
+        if let Err(error) = result {
+            self.phase = Phase::Failed(error);
+        }
+        result
+    }
+
+    /// True once the head of the current request has been parsed, until
+    /// the request is complete.
+    pub fn head_done(&self) -> bool {
+        matches!(self.phase, Phase::Body(_))
+    }
+
+    fn advance_inner(&mut self, buf: &[u8]) -> Result<Progress, HttpError> {
+        if let Phase::Failed(error) = self.phase {
+            return Err(error);
+        }
+        if buf.len() < self.pos {
+            // The caller dropped bytes we had already looked at; our
+            // positions no longer mean anything, so end the connection.
+            debug_assert!(false, "Framer::advance: buffer shrank without Complete");
+            return Err(HttpError::BadRequest);
+        }
+        if let Phase::Head(scan) = &mut self.phase {
+            let Some(head_end) = scan.scan(buf, &mut self.pos, &self.limits)? else {
+                return Ok(Progress::NeedMore);
+            };
+            let pending = scan.finish(buf, head_end, &self.limits)?;
+            self.phase = Phase::Body(pending);
+        }
+        let Phase::Body(pending) = &mut self.phase else {
+            // Head either returned above or became Body; Failed returned.
+            return Err(HttpError::BadRequest);
+        };
+        let complete = match &mut pending.body {
+            Body::Length { end, .. } => {
+                if buf.len() >= *end {
+                    self.pos = *end;
+                    true
+                } else {
+                    false
+                }
+            }
+            Body::Chunked(decoder) => decoder.decode(buf, &mut self.pos, &self.limits)?,
+        };
+        if !complete {
+            if pending.announced {
+                return Ok(Progress::NeedMore);
+            }
+            pending.announced = true;
+            return Ok(Progress::HeadComplete {
+                expect_continue: pending.head.expect_continue,
+            });
+        }
+        let consumed = self.pos;
+        let phase = std::mem::replace(&mut self.phase, Phase::Head(HeadScan::new()));
+        self.pos = 0;
+        let Phase::Body(pending) = phase else {
+            return Err(HttpError::BadRequest);
+        };
+        let body = match pending.body {
+            Body::Length { start, end } => {
+                buf.get(start..end).ok_or(HttpError::BadRequest)?.to_vec()
+            }
+            Body::Chunked(decoder) => decoder.body,
+        };
+        let head = pending.head;
+        Ok(Progress::Complete {
+            request: Request {
+                method: head.method,
+                target: head.target,
+                version: head.version,
+                keep_alive: head.keep_alive,
+                authorization: head.authorization,
+                idempotency_key: head.idempotency_key,
+                body,
+            },
+            consumed,
+        })
+    }
+}
+
+/// `tchar` of RFC 9110 §5.6.2: the bytes of methods and field names.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// Visible ASCII: the request target (RFC 3986 has no room for anything
+/// else, and it keeps `Request::target` valid UTF-8).
+fn is_target_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
+}
+
+/// `field-vchar`, SP and HTAB of RFC 9110 §5.5, obs-text included.
+fn is_field_value_byte(b: u8) -> bool {
+    b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// `qdtext` of RFC 9110 §5.6.4.
+fn is_qdtext(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff)
+}
+
+fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = value {
+        if !is_ows(*first) {
+            break;
+        }
+        value = rest;
+    }
+    while let [rest @ .., last] = value {
+        if !is_ows(*last) {
+            break;
+        }
+        value = rest;
+    }
+    value
+}
+
+fn hex_value(b: u8) -> Option<u64> {
+    match b {
+        b'0'..=b'9' => Some(u64::from(b - b'0')),
+        b'a'..=b'f' => Some(u64::from(b - b'a' + 10)),
+        b'A'..=b'F' => Some(u64::from(b - b'A' + 10)),
+        _ => None,
+    }
+}
+
+/// Where the head scanner stands; each state names what the next byte may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeadState {
+    /// Before the request line: CR of an empty line, or the method.
+    Leading,
+    /// After the CR of an empty line before the request line.
+    LeadingLf,
+    Method,
+    Target,
+    /// Matching `HTTP/D.D` then CR; `version_bytes` says how far.
+    Version,
+    RequestLineLf,
+    /// Start of a field line, or CR of the empty line ending the head.
+    LineStart,
+    FieldLine,
+    FieldLineLf,
+    FinalLf,
+}
+
+/// Progress through a request head, kept between calls so that no byte is
+/// examined twice.
+#[derive(Clone, Copy, Debug)]
+struct HeadScan {
+    state: HeadState,
+    leading_lines: usize,
+    /// Offset of the method's first byte: the head starts here.
+    head_start: usize,
+    method_bytes: usize,
+    target_bytes: usize,
+    version_bytes: usize,
+    /// The major and minor digits of the version.
+    version_digits: [u8; 2],
+    /// Offset of the first field line.
+    fields_start: usize,
+    field_lines: usize,
+}
+
+impl HeadScan {
+    fn new() -> HeadScan {
+        HeadScan {
+            state: HeadState::Leading,
+            leading_lines: 0,
+            head_start: 0,
+            method_bytes: 0,
+            target_bytes: 0,
+            version_bytes: 0,
+            version_digits: [0; 2],
+            fields_start: 0,
+            field_lines: 0,
+        }
+    }
+
+    /// Examines `buf[*pos..]`; returns the head's end offset once its final
+    /// CRLF has been seen, leaving any bytes after it alone.
+    fn scan(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        limits: &Limits,
+    ) -> Result<Option<usize>, HttpError> {
+        let start = *pos;
+        let rest = buf.get(start..).unwrap_or_default();
+        for (offset, &b) in rest.iter().enumerate() {
+            let i = start + offset;
+            let complete = self.step(i, b, limits)?;
+            *pos = i + 1;
+            if complete {
+                return Ok(Some(i + 1));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes the byte at offset `i`; true when it ends the head.
+    fn step(&mut self, i: usize, b: u8, limits: &Limits) -> Result<bool, HttpError> {
+        use HeadState as S;
+        let bad = Err(HttpError::BadRequest);
+        let mut complete = false;
+        match self.state {
+            S::Leading => {
+                if b == b'\r' {
+                    self.state = S::LeadingLf;
+                } else if is_tchar(b) {
+                    self.head_start = i;
+                    self.method_bytes = 1;
+                    self.state = S::Method;
+                } else {
+                    return bad;
+                }
+            }
+            S::LeadingLf => {
+                if b != b'\n' {
+                    return bad;
+                }
+                self.leading_lines += 1;
+                if self.leading_lines > LEADING_EMPTY_LINES_MAX {
+                    return bad;
+                }
+                self.state = S::Leading;
+            }
+            S::Method => {
+                if is_tchar(b) {
+                    self.method_bytes += 1;
+                    if self.method_bytes > METHOD_BYTES_MAX {
+                        return Err(HttpError::NotImplemented);
+                    }
+                } else if b == b' ' {
+                    self.state = S::Target;
+                } else {
+                    return bad;
+                }
+            }
+            S::Target => {
+                if is_target_byte(b) {
+                    self.target_bytes += 1;
+                    // Refuse as soon as the target is too long, without
+                    // waiting for the rest of the line or the head.
+                    if self.target_bytes > limits.target_bytes_max {
+                        return Err(HttpError::UriTooLong);
+                    }
+                } else if b == b' ' && self.target_bytes > 0 {
+                    self.state = S::Version;
+                } else {
+                    return bad;
+                }
+            }
+            S::Version => {
+                let index = self.version_bytes;
+                let fits = match index {
+                    0..=4 => b"HTTP/".get(index) == Some(&b),
+                    5 | 7 => b.is_ascii_digit(),
+                    6 => b == b'.',
+                    _ => b == b'\r',
+                };
+                if !fits {
+                    return bad;
+                }
+                match index {
+                    5 => self.version_digits[0] = b,
+                    7 => self.version_digits[1] = b,
+                    8 => self.state = S::RequestLineLf,
+                    _ => {}
+                }
+                self.version_bytes += 1;
+            }
+            S::RequestLineLf => {
+                if b != b'\n' {
+                    return bad;
+                }
+                // Only a well-formed line with another version is a 505;
+                // anything malformed was a 400 before we got here.
+                if self.version().is_none() {
+                    return Err(HttpError::VersionNotSupported);
+                }
+                self.fields_start = i + 1;
+                self.state = S::LineStart;
+            }
+            S::LineStart => {
+                if b == b'\r' {
+                    self.state = S::FinalLf;
+                } else if is_ows(b) || b == b'\n' {
+                    // Obsolete line folding, or whitespace before the first
+                    // field: RFC 9112 §5.2 and §2.2 allow a server to reject
+                    // both, and both are used to split one request in two.
+                    return bad;
+                } else {
+                    self.field_lines += 1;
+                    if self.field_lines > HEADERS_COUNT_MAX {
+                        return Err(HttpError::HeadersTooLarge);
+                    }
+                    self.state = S::FieldLine;
+                }
+            }
+            S::FieldLine => {
+                if b == b'\r' {
+                    self.state = S::FieldLineLf;
+                } else if b == b'\n' {
+                    return bad;
+                }
+            }
+            S::FieldLineLf => {
+                if b != b'\n' {
+                    return bad;
+                }
+                self.state = S::LineStart;
+            }
+            S::FinalLf => {
+                if b != b'\n' {
+                    return bad;
+                }
+                complete = true;
+            }
+        }
+        let head_started = !matches!(self.state, S::Leading | S::LeadingLf);
+        if head_started && (i + 1).saturating_sub(self.head_start) > limits.head_bytes_max {
+            return Err(HttpError::HeadersTooLarge);
+        }
+        Ok(complete)
+    }
+
+    fn version(&self) -> Option<Version> {
+        match self.version_digits {
+            [b'1', b'0'] => Some(Version::Http10),
+            [b'1', b'1'] => Some(Version::Http11),
+            _ => None,
+        }
+    }
+
+    /// Interprets the complete head `buf[..head_end]`: splits the fields
+    /// with `httparse` and decides how the body is framed.
+    fn finish(&self, buf: &[u8], head_end: usize, limits: &Limits) -> Result<Pending, HttpError> {
+        let version = self.version().ok_or(HttpError::VersionNotSupported)?;
+        let method_end = self.head_start + self.method_bytes;
+        let method = buf
+            .get(self.head_start..method_end)
+            .ok_or(HttpError::BadRequest)?;
+        let target_start = method_end + 1;
+        let target = buf
+            .get(target_start..target_start + self.target_bytes)
+            .ok_or(HttpError::BadRequest)?;
+        let target = std::str::from_utf8(target).map_err(|_| HttpError::BadRequest)?;
+
+        let block = buf
+            .get(self.fields_start..head_end)
+            .ok_or(HttpError::BadRequest)?;
+        let mut slots = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
+        let fields = match httparse::parse_headers(block, &mut slots) {
+            Ok(httparse::Status::Complete((used, fields))) if used == block.len() => fields,
+            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
+            // A partial or short parse would mean httparse sees the lines
+            // differently from the scanner; refuse rather than guess.
+            Ok(_) | Err(_) => return Err(HttpError::BadRequest),
+        };
+
+        let mut content_length: Option<&[u8]> = None;
+        let mut transfer_encodings = 0usize;
+        let mut chunked = false;
+        let mut close = false;
+        let mut expect_100 = false;
+        let mut authorization: Option<&[u8]> = None;
+        let mut idempotency_key: Option<&[u8]> = None;
+        for field in fields {
+            let name = field.name.as_bytes();
+            let value = trim_ows(field.value);
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let digits = content_length_digits(value)?;
+                match content_length {
+                    Some(first) if first != digits => return Err(HttpError::BadRequest),
+                    _ => content_length = Some(digits),
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                transfer_encodings += 1;
+                chunked = value.eq_ignore_ascii_case(b"chunked");
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                close |= value
+                    .split(|&b| b == b',')
+                    .any(|token| trim_ows(token).eq_ignore_ascii_case(b"close"));
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                expect_100 |= value.eq_ignore_ascii_case(b"100-continue");
+            } else if name.eq_ignore_ascii_case(b"authorization") {
+                if authorization.replace(value).is_some() {
+                    return Err(HttpError::BadRequest);
+                }
+            } else if name.eq_ignore_ascii_case(b"idempotency-key")
+                && idempotency_key.replace(value).is_some()
+            {
+                return Err(HttpError::BadRequest);
+            }
+        }
+
+        let body = if transfer_encodings > 0 {
+            // Both framings at once is the classic smuggling vector (RFC
+            // 9112 §6.1 lets a server reject it); HTTP/1.0 has no chunked
+            // coding, so a 1.0 message claiming one was not made by a
+            // client we understand.
+            if content_length.is_some() || version == Version::Http10 {
+                return Err(HttpError::BadRequest);
+            }
+            if transfer_encodings > 1 || !chunked {
+                return Err(HttpError::NotImplemented);
+            }
+            Body::Chunked(ChunkDecoder::new())
+        } else {
+            let length = match content_length {
+                Some(digits) => content_length_value(digits, limits)?,
+                None => 0,
+            };
+            let end = head_end
+                .checked_add(length)
+                .ok_or(HttpError::PayloadTooLarge)?;
+            Body::Length {
+                start: head_end,
+                end,
+            }
+        };
+        let body_expected = match body {
+            Body::Length { start, end } => end > start,
+            Body::Chunked(_) => true,
+        };
+        Ok(Pending {
+            head: Head {
+                method: Method::from_token(method),
+                target: target.to_owned(),
+                version,
+                // HTTP/1.0 keep-alive is opt-in and rarely worth it; we
+                // always close after answering a 1.0 request.
+                keep_alive: version == Version::Http11 && !close,
+                authorization: authorization.map(<[u8]>::to_vec),
+                idempotency_key: idempotency_key.map(<[u8]>::to_vec),
+                // RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0.
+                expect_continue: version == Version::Http11 && expect_100 && body_expected,
+            },
+            body,
+            announced: false,
+        })
+    }
+}
+
+/// The significant digits of a `Content-Length` value (leading zeros
+/// dropped, so copies are compared by decimal value).
+fn content_length_digits(value: &[u8]) -> Result<&[u8], HttpError> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::BadRequest);
+    }
+    let zeros = value.iter().take_while(|&&b| b == b'0').count();
+    Ok(value.get(zeros..).unwrap_or_default())
+}
+
+/// The body length named by `digits`, if within the limit.
+fn content_length_value(digits: &[u8], limits: &Limits) -> Result<usize, HttpError> {
+    let mut length: usize = 0;
+    for &digit in digits {
+        // Every prefix of a number over the limit is itself checked, so a
+        // huge value stops here long before it could overflow.
+        length = length
+            .checked_mul(10)
+            .and_then(|l| l.checked_add(usize::from(digit - b'0')))
+            .ok_or(HttpError::PayloadTooLarge)?;
+        if length > limits.body_bytes_max {
+            return Err(HttpError::PayloadTooLarge);
+        }
+    }
+    Ok(length)
+}
+
+/// A parsed head waiting for its body.
+#[derive(Debug)]
+struct Pending {
+    head: Head,
+    body: Body,
+    /// `HeadComplete` was returned; it is returned once per request.
+    announced: bool,
+}
+
+#[derive(Debug)]
+struct Head {
+    method: Method,
+    target: String,
+    version: Version,
+    keep_alive: bool,
+    authorization: Option<Vec<u8>>,
+    idempotency_key: Option<Vec<u8>>,
+    expect_continue: bool,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// `buf[start..end]`; also used, empty, when there is no body.
+    Length {
+        start: usize,
+        end: usize,
+    },
+    Chunked(ChunkDecoder),
+}
+
+/// Where the chunked decoder stands (RFC 9112 §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    /// Whitespace after the size or an extension, before `;`.
+    SizeBws,
+    ExtNameStart,
+    ExtName,
+    ExtNameBws,
+    ExtValueStart,
+    ExtToken,
+    ExtQuoted,
+    ExtQuotedEscape,
+    ExtQuotedEnd,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerLineStart,
+    TrailerName,
+    TrailerValue,
+    TrailerLf,
+    FinalLf,
+}
+
+impl ChunkState {
+    fn in_size_line(self) -> bool {
+        use ChunkState as C;
+        matches!(
+            self,
+            C::Size
+                | C::SizeBws
+                | C::ExtNameStart
+                | C::ExtName
+                | C::ExtNameBws
+                | C::ExtValueStart
+                | C::ExtToken
+                | C::ExtQuoted
+                | C::ExtQuotedEscape
+                | C::ExtQuotedEnd
+                | C::SizeLf
+        )
+    }
+
+    fn in_trailer(self) -> bool {
+        use ChunkState as C;
+        matches!(
+            self,
+            C::TrailerLineStart | C::TrailerName | C::TrailerValue | C::TrailerLf | C::FinalLf
+        )
+    }
+}
+
+/// Incremental chunked decoder; keeps its place so data is copied once and
+/// framing bytes are examined once.
+#[derive(Debug)]
+struct ChunkDecoder {
+    state: ChunkState,
+    size_digits: usize,
+    /// The size being read, then the size of the chunk whose data follows.
+    size: u64,
+    line_bytes: usize,
+    data_remaining: usize,
+    trailer_bytes: usize,
+    /// Decoded so far; never longer than `body_bytes_max`.
+    body: Vec<u8>,
+}
+
+impl ChunkDecoder {
+    fn new() -> ChunkDecoder {
+        ChunkDecoder {
+            state: ChunkState::Size,
+            size_digits: 0,
+            size: 0,
+            line_bytes: 0,
+            data_remaining: 0,
+            trailer_bytes: 0,
+            body: Vec::new(),
+        }
+    }
+
+    /// Decodes `buf[*pos..]`; true once the final CRLF has been read.
+    fn decode(&mut self, buf: &[u8], pos: &mut usize, limits: &Limits) -> Result<bool, HttpError> {
+        loop {
+            let rest = buf.get(*pos..).unwrap_or_default();
+            let Some(&b) = rest.first() else {
+                return Ok(false);
+            };
+            if self.state == ChunkState::Data {
+                // Data is copied in one piece per call, not byte by byte.
+                let take = rest.len().min(self.data_remaining);
+                self.body
+                    .extend_from_slice(rest.get(..take).unwrap_or_default());
+                *pos += take;
+                self.data_remaining -= take;
+                if self.data_remaining == 0 {
+                    self.state = ChunkState::DataCr;
+                }
+                continue;
+            }
+            *pos += 1;
+            if self.step(b, limits)? {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Takes one framing byte; true when it ends the body.
+    fn step(&mut self, b: u8, limits: &Limits) -> Result<bool, HttpError> {
+        use ChunkState as C;
+        let bad = Err(HttpError::BadRequest);
+        if self.state.in_size_line() {
+            self.line_bytes += 1;
+            if self.line_bytes > CHUNK_LINE_BYTES_MAX {
+                return bad;
+            }
+        } else if self.state.in_trailer() {
+            self.trailer_bytes += 1;
+            if self.trailer_bytes > limits.head_bytes_max {
+                return Err(HttpError::HeadersTooLarge);
+            }
+        }
+        if self.state == C::Size {
+            if let Some(digit) = hex_value(b) {
+                self.size_digits += 1;
+                if self.size_digits > CHUNK_SIZE_DIGITS_MAX {
+                    return bad;
+                }
+                // At most 16 digits: this fits a u64 (checked anyway).
+                self.size = self
+                    .size
+                    .checked_mul(16)
+                    .and_then(|size| size.checked_add(digit))
+                    .ok_or(HttpError::BadRequest)?;
+                // Too large as soon as the digits so far say so: more
+                // digits only make the size larger.
+                let room = limits.body_bytes_max.saturating_sub(self.body.len());
+                if self.size > u64::try_from(room).unwrap_or(u64::MAX) {
+                    return Err(HttpError::PayloadTooLarge);
+                }
+                return Ok(false);
+            }
+            if self.size_digits == 0 {
+                return bad;
+            }
+        }
+        // After the size, a state's accepted bytes follow RFC 9112 §7.1.1:
+        // `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`.
+        self.state = match (self.state, b) {
+            (C::Size | C::ExtToken | C::ExtQuotedEnd, b' ' | b'\t') => C::SizeBws,
+            (C::Size | C::ExtName | C::ExtToken | C::ExtQuotedEnd, b'\r') => C::SizeLf,
+            (
+                C::Size | C::SizeBws | C::ExtName | C::ExtNameBws | C::ExtToken | C::ExtQuotedEnd,
+                b';',
+            ) => C::ExtNameStart,
+            (C::SizeBws, b' ' | b'\t') => C::SizeBws,
+            (C::ExtNameStart, b' ' | b'\t') => C::ExtNameStart,
+            (C::ExtNameStart | C::ExtName, _) if is_tchar(b) => C::ExtName,
+            (C::ExtName | C::ExtNameBws, b' ' | b'\t') => C::ExtNameBws,
+            (C::ExtName | C::ExtNameBws, b'=') => C::ExtValueStart,
+            (C::ExtValueStart, b' ' | b'\t') => C::ExtValueStart,
+            (C::ExtValueStart, b'"') => C::ExtQuoted,
+            (C::ExtValueStart | C::ExtToken, _) if is_tchar(b) => C::ExtToken,
+            (C::ExtQuoted, b'"') => C::ExtQuotedEnd,
+            (C::ExtQuoted, b'\\') => C::ExtQuotedEscape,
+            (C::ExtQuoted, _) if is_qdtext(b) => C::ExtQuoted,
+            (C::ExtQuotedEscape, _) if b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80 => {
+                C::ExtQuoted
+            }
+            (C::SizeLf, b'\n') => {
+                self.line_bytes = 0;
+                self.size_digits = 0;
+                if self.size == 0 {
+                    C::TrailerLineStart
+                } else {
+                    // The limit check above bounds the size by a usize.
+                    self.data_remaining =
+                        usize::try_from(self.size).map_err(|_| HttpError::PayloadTooLarge)?;
+                    self.size = 0;
+                    C::Data
+                }
+            }
+            (C::DataCr, b'\r') => C::DataLf,
+            (C::DataLf, b'\n') => C::Size,
+            (C::TrailerLineStart, b'\r') => C::FinalLf,
+            // Trailer fields are read only to find the end; they are
+            // never merged into the head, so a smuggled `Content-Length`
+            // there has no effect.
+            (C::TrailerLineStart | C::TrailerName, _) if is_tchar(b) => C::TrailerName,
+            (C::TrailerName, b':') => C::TrailerValue,
+            (C::TrailerValue, b'\r') => C::TrailerLf,
+            (C::TrailerValue, _) if is_field_value_byte(b) => C::TrailerValue,
+            (C::TrailerLf, b'\n') => C::TrailerLineStart,
+            (C::FinalLf, b'\n') => return Ok(true),
+            _ => return bad,
+        };
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        target_bytes_max: 8192,
+        head_bytes_max: 16384,
+        body_bytes_max: 65536,
+    };
+
+    type E = HttpError;
+
+    /// What one simulated connection saw.
+    #[derive(Debug, Default)]
+    struct Outcome {
+        done: Vec<(Request, usize)>,
+        /// `(index of the request, expect_continue)` per `HeadComplete`.
+        heads: Vec<(usize, bool)>,
+        error: Option<HttpError>,
+        /// Bytes left in the buffer at the end.
+        leftover: usize,
+    }
+
+    /// Feeds `input` cut at `cuts` (increasing offsets) the way a
+    /// connection would, checking the contract at every call.
+    fn drive(limits: Limits, input: &[u8], cuts: &[usize]) -> Outcome {
+        let mut framer = Framer::new(limits);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut out = Outcome::default();
+        let mut announced = false;
+        let mut from = 0;
+        let ends = cuts.iter().copied().chain(std::iter::once(input.len()));
+        for to in ends {
+            buf.extend_from_slice(&input[from..to]);
+            from = to;
+            loop {
+                match framer.advance(&buf) {
+                    Ok(Progress::NeedMore) => {
+                        assert_eq!(framer.head_done(), announced, "head_done after NeedMore");
+                        break;
+                    }
+                    Ok(Progress::HeadComplete { expect_continue }) => {
+                        assert!(!announced, "HeadComplete twice for one request");
+                        assert!(framer.head_done());
+                        announced = true;
+                        out.heads.push((out.done.len(), expect_continue));
+                        // Without new bytes, nothing more can happen.
+                        assert_eq!(framer.advance(&buf), Ok(Progress::NeedMore));
+                        break;
+                    }
+                    Ok(Progress::Complete { request, consumed }) => {
+                        assert!(!framer.head_done());
+                        assert!(
+                            consumed > 0 && consumed <= buf.len(),
+                            "consumed {consumed} of {}",
+                            buf.len()
+                        );
+                        buf.drain(..consumed);
+                        out.done.push((request, consumed));
+                        announced = false;
+                    }
+                    Err(error) => {
+                        // A failed framer keeps failing the same way.
+                        assert_eq!(framer.advance(&buf), Err(error));
+                        out.error = Some(error);
+                        out.leftover = buf.len();
+                        return out;
+                    }
+                }
+            }
+        }
+        out.leftover = buf.len();
+        out
+    }
+
+    /// Tiny deterministic generator for split points and mutations.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn below(&mut self, n: usize) -> usize {
+            if n == 0 {
+                0
+            } else {
+                (self.next() % n as u64) as usize
+            }
+        }
+    }
+
+    /// The ways `check` cuts an input: whole, one byte at a time, every
+    /// (or, for long inputs, many) single cut, and many double cuts.
+    fn cut_patterns(len: usize) -> Vec<Vec<usize>> {
+        let mut patterns = vec![vec![], (1..len).collect()];
+        let stride = if len <= 2048 { 1 } else { len / 256 };
+        let mut single: Vec<usize> = (1..len).step_by(stride.max(1)).collect();
+        single.extend(
+            [len.saturating_sub(2), len.saturating_sub(1)]
+                .into_iter()
+                .filter(|&c| c > 0),
+        );
+        patterns.extend(single.into_iter().map(|c| vec![c]));
+        if len <= 120 {
+            for a in 1..len {
+                for b in a + 1..len {
+                    patterns.push(vec![a, b]);
+                }
+            }
+        } else {
+            let mut rng = Lcg(len as u64);
+            for _ in 0..64 {
+                let a = 1 + rng.below(len - 1);
+                let b = 1 + rng.below(len - 1);
+                let (a, b) = if a <= b { (a, b) } else { (b, a) };
+                patterns.push(if a == b { vec![a] } else { vec![a, b] });
+            }
+        }
+        patterns
+    }
+
+    /// Every way of cutting `input` gives `want` requests, then `error`
+    /// (or nothing left over), with `HeadComplete` flags from `continues`.
+    fn check_with(
+        limits: Limits,
+        input: &[u8],
+        want: &[(Request, usize)],
+        error: Option<E>,
+        continues: &[bool],
+    ) {
+        for cuts in cut_patterns(input.len()) {
+            let out = drive(limits, input, &cuts);
+            let label = || {
+                format!(
+                    "input {:?} cut at {cuts:?}",
+                    String::from_utf8_lossy(&input[..input.len().min(200)])
+                )
+            };
+            assert_eq!(out.done, want, "requests differ: {}", label());
+            assert_eq!(out.error, error, "error differs: {}", label());
+            if error.is_none() {
+                assert_eq!(out.leftover, 0, "bytes left: {}", label());
+            }
+            for (index, flag) in out.heads {
+                assert_eq!(
+                    flag,
+                    continues.get(index).copied().unwrap_or(false),
+                    "expect_continue: {}",
+                    label()
+                );
+            }
+        }
+    }
+
+    fn check_ok(input: &[u8], want: Request) {
+        check_with(LIMITS, input, &[(want, input.len())], None, &[]);
+    }
+
+    fn check_err(input: &[u8], error: E) {
+        check_with(LIMITS, input, &[], Some(error), &[]);
+    }
+
+    fn req(method: Method, target: &str, version: Version) -> Request {
+        Request {
+            method,
+            target: target.to_owned(),
+            version,
+            keep_alive: version == Version::Http11,
+            authorization: None,
+            idempotency_key: None,
+            body: Vec::new(),
+        }
+    }
+
+    fn get(target: &str) -> Request {
+        req(Method::Get, target, Version::Http11)
+    }
+
+    fn post(body: &[u8]) -> Request {
+        Request {
+            body: body.to_vec(),
+            ..req(Method::Post, "/", Version::Http11)
+        }
+    }
+
+    fn once(framer: &mut Framer, buf: &[u8]) -> Result<Progress, HttpError> {
+        framer.advance(buf)
+    }
+
+    #[test]
+    fn valid_requests() {
+        let cases: Vec<(&[u8], Request)> = vec![
+            (b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", get("/")),
+            (b"GET /v1/pairs/x?wait=30&a=%20b HTTP/1.1\r\n\r\n", get("/v1/pairs/x?wait=30&a=%20b")),
+            (b"OPTIONS * HTTP/1.1\r\n\r\n", req(Method::Options, "*", Version::Http11)),
+            (b"GET http://h/p HTTP/1.1\r\n\r\n", get("http://h/p")),
+            (b"HEAD /h HTTP/1.1\r\n\r\n", req(Method::Head, "/h", Version::Http11)),
+            (b"GET / HTTP/1.0\r\n\r\n", req(Method::Get, "/", Version::Http10)),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                req(Method::Get, "/", Version::Http10),
+            ),
+            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", Request { keep_alive: false, ..get("/") }),
+            (
+                b"GET / HTTP/1.1\r\nConnection: Upgrade ,CLOSE\r\n\r\n",
+                Request { keep_alive: false, ..get("/") },
+            ),
+            (
+                b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nconnection: close\r\n\r\n",
+                Request { keep_alive: false, ..get("/") },
+            ),
+            // `closed` is not the token `close`.
+            (b"GET / HTTP/1.1\r\nConnection: closed\r\n\r\n", get("/")),
+            (
+                b"GET / HTTP/1.1\r\naUtHoRiZaTiOn:   Bearer abc.DEF~1  \r\nIDEMPOTENCY-KEY:\tk-1\t\r\n\r\n",
+                Request {
+                    authorization: Some(b"Bearer abc.DEF~1".to_vec()),
+                    idempotency_key: Some(b"k-1".to_vec()),
+                    ..get("/")
+                },
+            ),
+            (b"GET / HTTP/1.1\r\nX-Empty:\r\nX-Spaces:   \r\n\r\n", get("/")),
+            (b"GET / HTTP/1.1\r\nX-Utf8: caf\xc3\xa9\r\n\r\n", get("/")),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", post(b"hello")),
+            (b"POST / HTTP/1.1\r\ncontent-length:  5 \r\n\r\nhello", post(b"hello")),
+            (b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", post(b"")),
+            (b"POST / HTTP/1.1\r\nContent-Length: 0005\r\n\r\nhello", post(b"hello")),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+                post(b"hello"),
+            ),
+            // Copies are compared by decimal value.
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 05\r\n\r\nhello",
+                post(b"hello"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+                Request { body: b"abc".to_vec(), ..get("/") },
+            ),
+            (
+                b"POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi",
+                Request { body: b"hi".to_vec(), ..req(Method::Post, "/", Version::Http10) },
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                post(b"hello world"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding:  ChUnKeD \r\n\r\n0\r\n\r\n",
+                post(b""),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\nA\r\nABCDEFGHIJ\r\n0\r\n\r\n",
+                post(b"0123456789ABCDEFGHIJ"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000005\r\nhello\r\n0000000000000000\r\n\r\n",
+                post(b"hello"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5;a=b;c\r\nhello\r\n\
+                  3 ; q = \"x\\\"y;z\" ;r\t;s=t\r\nabc\r\n\
+                  1;e=\"\"\r\n!\r\n\
+                  0;last\r\n\r\n",
+                post(b"helloabc!"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  2\r\nhi\r\n0\r\nX-Checksum: abc\r\nContent-Length: 99\r\nX-Empty:\r\n\r\n",
+                post(b"hi"),
+            ),
+            (b"\r\nGET / HTTP/1.1\r\n\r\n", get("/")),
+            (b"\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n", get("/")),
+        ];
+        for (input, want) in cases {
+            check_ok(input, want);
+        }
+    }
+
+    #[test]
+    fn chunk_data_containing_framing_bytes() {
+        // "4\r\n" then the 4 data bytes "\r\n0\r" then CRLF, then the last chunk.
+        let input =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n\r\n0\r\r\n0\r\n\r\n";
+        check_ok(input, post(b"\r\n0\r"));
+    }
+
+    #[test]
+    fn methods() {
+        let cases: [(&[u8], Method); 11] = [
+            (b"GET", Method::Get),
+            (b"HEAD", Method::Head),
+            (b"POST", Method::Post),
+            (b"PUT", Method::Put),
+            (b"DELETE", Method::Delete),
+            (b"OPTIONS", Method::Options),
+            (b"PATCH", Method::Patch),
+            (b"get", Method::Other),
+            (b"M-SEARCH", Method::Other),
+            (b"PROPFIND", Method::Other),
+            (b"ABCDEFGHIJKLMNOP", Method::Other),
+        ];
+        for (token, method) in cases {
+            let mut input = token.to_vec();
+            input.extend_from_slice(b" /m HTTP/1.1\r\n\r\n");
+            check_ok(&input, req(method, "/m", Version::Http11));
+        }
+        // One byte over METHOD_BYTES_MAX.
+        check_err(b"ABCDEFGHIJKLMNOPQ /m HTTP/1.1\r\n\r\n", E::NotImplemented);
+    }
+
+    #[test]
+    fn bad_request_lines() {
+        let cases: Vec<(&[u8], E)> = vec![
+            (b"GET  / HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET /  HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1 \r\n\r\n", E::BadRequest),
+            (b" GET / HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET\t/ HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET /\tx HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET /a\x7fb HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET /\x00 HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET  HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET /\r\n\r\n", E::BadRequest),
+            (b"GET / \r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\n\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\r\n\r\n", E::BadRequest),
+            (b"GET / http/1.1\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1x\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.10\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/11.1\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/a.1\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1,1\r\n\r\n", E::BadRequest),
+            (b"G(T / HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET/ HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"/ HTTP/1.1\r\n\r\n", E::BadRequest),
+            (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                E::BadRequest,
+            ),
+            (b"\nGET / HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"\r\rGET / HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b" \r\nGET / HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/2.0\r\n\r\n", E::VersionNotSupported),
+            (b"GET / HTTP/1.2\r\n\r\n", E::VersionNotSupported),
+            (b"GET / HTTP/0.9\r\n\r\n", E::VersionNotSupported),
+            (b"GET / HTTP/3.0\r\n\r\n", E::VersionNotSupported),
+            (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", E::VersionNotSupported),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", E::VersionNotSupported),
+        ];
+        for (input, error) in cases {
+            check_err(input, error);
+        }
+    }
+
+    #[test]
+    fn bad_header_fields() {
+        let cases: Vec<(&[u8], E)> = vec![
+            (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\n Host: x\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nHost: x\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nHost: x\ry: z\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\n\r\r", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\n: empty-name\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nX\x01: a\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nH\xc3\xa9: a\r\n\r\n", E::BadRequest),
+            (b"GET / HTTP/1.1\r\nX(Y): a\r\n\r\n", E::BadRequest),
+            (
+                b"GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer a\r\n\r\n",
+                E::BadRequest,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nIdempotency-Key: a\r\nidempotency-key: b\r\n\r\n",
+                E::BadRequest,
+            ),
+        ];
+        for (input, error) in cases {
+            check_err(input, error);
+        }
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let bad: [&[u8]; 12] = [
+            b"+5",
+            b"-5",
+            b"5 5",
+            b"5,5",
+            b"5, 5",
+            b"",
+            b"0x5",
+            b"5a",
+            b"5.0",
+            b"\"5\"",
+            b" ",
+            b"\xd9\xa5",
+        ];
+        for value in bad {
+            let mut input = b"POST / HTTP/1.1\r\nContent-Length: ".to_vec();
+            input.extend_from_slice(value);
+            input.extend_from_slice(b"\r\n\r\nhello");
+            check_err(&input, E::BadRequest);
+        }
+        check_err(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            E::BadRequest,
+        );
+        check_err(
+            b"POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+            E::BadRequest,
+        );
+        // Syntactically fine but huge: too large, decided from the head alone.
+        for value in [
+            "65537",
+            "18446744073709551616",
+            "99999999999999999999999999999999",
+        ] {
+            let input = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
+            check_err(input.as_bytes(), E::PayloadTooLarge);
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_rules() {
+        let not_implemented: [&[u8]; 9] = [
+            b"Transfer-Encoding: gzip\r\n",
+            b"Transfer-Encoding: chunked, chunked\r\n",
+            b"Transfer-Encoding: gzip, chunked\r\n",
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding:\r\n",
+            b"Transfer-Encoding: chunked;q=1\r\n",
+            b"Transfer-Encoding: identity\r\n",
+            b"Transfer-Encoding: \"chunked\"\r\n",
+        ];
+        for fields in not_implemented {
+            let mut input = b"POST / HTTP/1.1\r\n".to_vec();
+            input.extend_from_slice(fields);
+            input.extend_from_slice(b"\r\n0\r\n\r\n");
+            check_err(&input, E::NotImplemented);
+        }
+        let bad: [&[u8]; 5] = [
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n",
+        ];
+        for input in bad {
+            check_err(input, E::BadRequest);
+        }
+    }
+
+    fn chunked(body: &str) -> Vec<u8> {
+        format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{body}").into_bytes()
+    }
+
+    #[test]
+    fn bad_chunked_bodies() {
+        let cases: Vec<(&str, E)> = vec![
+            ("00000000000000000\r\n\r\n", E::BadRequest),
+            ("00000000000000001\r\nx\r\n0\r\n\r\n", E::BadRequest),
+            ("\r\n", E::BadRequest),
+            (";a\r\n", E::BadRequest),
+            ("g\r\n", E::BadRequest),
+            ("-1\r\n", E::BadRequest),
+            ("+1\r\nx\r\n0\r\n\r\n", E::BadRequest),
+            ("0x5\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            (" 5\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5 \r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;a=\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;a \r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;a b\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;a=b c\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;a=\"open\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;a=\"x\"y\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;a=\"\\\r\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5;a\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5\nhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5\r\rhello\r\n0\r\n\r\n", E::BadRequest),
+            ("5\r\nhelloX\r\n0\r\n\r\n", E::BadRequest),
+            ("5\r\nhello\n0\r\n\r\n", E::BadRequest),
+            ("5\r\nhello\r\r\n0\r\n\r\n", E::BadRequest),
+            ("5\r\nhello\r\n0\r\n\r\r", E::BadRequest),
+            ("5\r\nhello\r\n0\r\n\n", E::BadRequest),
+            ("0\r\nX\r\n\r\n", E::BadRequest),
+            ("0\r\nX: a\r\n b\r\n\r\n", E::BadRequest),
+            ("0\r\n X: a\r\n\r\n", E::BadRequest),
+            ("0\r\nX: a\n\r\n", E::BadRequest),
+            ("0\r\nX : a\r\n\r\n", E::BadRequest),
+            ("0\r\nX: a\x7f\r\n\r\n", E::BadRequest),
+            ("10001\r\n", E::PayloadTooLarge),
+            ("FFFFFFFFFFFFFFFF\r\n", E::PayloadTooLarge),
+        ];
+        for (body, error) in cases {
+            check_err(&chunked(body), error);
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_in_order() {
+        let parts: Vec<(Vec<u8>, Request)> = vec![
+            (b"GET /1 HTTP/1.1\r\n\r\n".to_vec(), get("/1")),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".to_vec(), post(b"hello")),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nAuthorization: Bearer t\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n".to_vec(),
+                Request { authorization: Some(b"Bearer t".to_vec()), ..post(b"abc") },
+            ),
+            (b"\r\nGET /4 HTTP/1.0\r\n\r\n".to_vec(), req(Method::Get, "/4", Version::Http10)),
+            (b"DELETE /5 HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), Request {
+                keep_alive: false,
+                ..req(Method::Delete, "/5", Version::Http11)
+            }),
+        ];
+        let input: Vec<u8> = parts.iter().flat_map(|(bytes, _)| bytes.clone()).collect();
+        let want: Vec<(Request, usize)> = parts
+            .iter()
+            .map(|(bytes, r)| (r.clone(), bytes.len()))
+            .collect();
+        check_with(LIMITS, &input, &want, None, &[]);
+
+        // A valid request then an invalid one: the first is answered, then the error.
+        let input = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/9.9\r\n\r\n";
+        check_with(
+            LIMITS,
+            input,
+            &[(get("/1"), 19)],
+            Some(E::VersionNotSupported),
+            &[],
+        );
+        let input = b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        check_with(
+            LIMITS,
+            input,
+            &[(post(b"hi"), 40)],
+            Some(E::NotImplemented),
+            &[],
+        );
+    }
+
+    #[test]
+    fn expect_continue() {
+        let input = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+        check_with(
+            LIMITS,
+            input,
+            &[(post(b"hello"), input.len())],
+            None,
+            &[true],
+        );
+        let input = b"POST / HTTP/1.1\r\nexpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+        check_with(LIMITS, input, &[(post(b"x"), input.len())], None, &[true]);
+        // Step by step: head alone announces once, then the body completes.
+        let head = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let mut framer = Framer::new(LIMITS);
+        assert!(!framer.head_done());
+        assert_eq!(once(&mut framer, &head[..10]), Ok(Progress::NeedMore));
+        assert_eq!(
+            once(&mut framer, head),
+            Ok(Progress::HeadComplete {
+                expect_continue: true
+            })
+        );
+        assert!(framer.head_done());
+        assert_eq!(once(&mut framer, head), Ok(Progress::NeedMore));
+        let mut buf = head.to_vec();
+        buf.extend_from_slice(b"hel");
+        assert_eq!(once(&mut framer, &buf), Ok(Progress::NeedMore));
+        buf.extend_from_slice(b"loGET");
+        assert_eq!(
+            once(&mut framer, &buf),
+            Ok(Progress::Complete {
+                request: post(b"hello"),
+                consumed: head.len() + 5
+            })
+        );
+        assert!(!framer.head_done());
+        assert_eq!(once(&mut framer, b"GET"), Ok(Progress::NeedMore));
+
+        // No continue without a body, for HTTP/1.0, or for other expectations.
+        let no: [&[u8]; 4] = [
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+        ];
+        for head in no {
+            let mut framer = Framer::new(LIMITS);
+            let progress = once(&mut framer, head);
+            if head.ends_with(b"0\r\n\r\n") {
+                assert!(
+                    matches!(progress, Ok(Progress::Complete { .. })),
+                    "{progress:?}"
+                );
+            } else {
+                assert_eq!(
+                    progress,
+                    Ok(Progress::HeadComplete {
+                        expect_continue: false
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn whole_request_skips_head_complete() {
+        let input = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi";
+        let mut framer = Framer::new(LIMITS);
+        assert_eq!(
+            once(&mut framer, input),
+            Ok(Progress::Complete {
+                request: post(b"hi"),
+                consumed: input.len()
+            })
+        );
+    }
+
+    fn with_target(target_bytes: usize) -> Vec<u8> {
+        let mut input = b"GET /".to_vec();
+        input.resize(4 + target_bytes, b'a');
+        input.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+        input
+    }
+
+    #[test]
+    fn target_limit() {
+        let input = with_target(8192);
+        check_ok(
+            &input,
+            get(std::str::from_utf8(&input[4..4 + 8192]).unwrap()),
+        );
+        check_err(&with_target(8193), E::UriTooLong);
+        // Refused from the target bytes alone, well before head_bytes_max.
+        let mut framer = Framer::new(LIMITS);
+        let partial = &with_target(8193)[..4 + 8192];
+        assert_eq!(once(&mut framer, partial), Ok(Progress::NeedMore));
+        let partial = &with_target(8193)[..4 + 8193];
+        assert_eq!(once(&mut framer, partial), Err(E::UriTooLong));
+        // With the longest method, still within 32 bytes of the limit.
+        let mut line = b"ABCDEFGHIJKLMNOP /".to_vec();
+        line.resize(line.len() - 1 + 8193, b'a');
+        assert!(line.len() <= 8192 + 32);
+        assert_eq!(Framer::new(LIMITS).advance(&line), Err(E::UriTooLong));
+    }
+
+    /// A head of exactly `head_bytes` bytes, padded with one field.
+    fn with_head(head_bytes: usize) -> Vec<u8> {
+        let start = b"GET / HTTP/1.1\r\nX-Pad: ";
+        let mut input = start.to_vec();
+        input.resize(head_bytes - 4, b'p');
+        input.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(input.len(), head_bytes);
+        input
+    }
+
+    #[test]
+    fn head_limit() {
+        check_ok(&with_head(16384), get("/"));
+        check_err(&with_head(16385), E::HeadersTooLarge);
+        // Leading empty lines are not part of the head.
+        let mut input = b"\r\n\r\n".to_vec();
+        input.extend_from_slice(&with_head(16384));
+        check_ok(&input, get("/"));
+        // Refused as soon as the excess byte arrives, without the end.
+        let mut framer = Framer::new(LIMITS);
+        let input = with_head(16385);
+        assert_eq!(once(&mut framer, &input[..16384]), Ok(Progress::NeedMore));
+        assert_eq!(once(&mut framer, &input[..16385]), Err(E::HeadersTooLarge));
+    }
+
+    fn with_fields(count: usize) -> Vec<u8> {
+        let mut input = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..count {
+            input.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        input
+    }
+
+    #[test]
+    fn field_count_limit() {
+        check_ok(&with_fields(HEADERS_COUNT_MAX), get("/"));
+        check_err(&with_fields(HEADERS_COUNT_MAX + 1), E::HeadersTooLarge);
+    }
+
+    #[test]
+    fn body_limit_content_length() {
+        let body = vec![b'b'; 65536];
+        let mut input = b"POST / HTTP/1.1\r\nContent-Length: 65536\r\n\r\n".to_vec();
+        input.extend_from_slice(&body);
+        check_ok(&input, post(&body));
+        // 413 from the head alone: no body byte has been sent.
+        check_err(
+            b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n",
+            E::PayloadTooLarge,
+        );
+    }
+
+    #[test]
+    fn body_limit_chunked() {
+        let body = vec![b'c'; 65536];
+        let mut one_chunk = chunked("10000\r\n");
+        one_chunk.extend_from_slice(&body);
+        one_chunk.extend_from_slice(b"\r\n0\r\n\r\n");
+        check_ok(&one_chunk, post(&body));
+
+        let mut two_chunks = chunked("8000\r\n");
+        two_chunks.extend_from_slice(&body[..0x8000]);
+        two_chunks.extend_from_slice(b"\r\n8000\r\n");
+        two_chunks.extend_from_slice(&body[..0x8000]);
+        two_chunks.extend_from_slice(b"\r\n0\r\n\r\n");
+        check_ok(&two_chunks, post(&body));
+
+        check_err(&chunked("10001\r\n"), E::PayloadTooLarge);
+        let mut over = chunked("8000\r\n");
+        over.extend_from_slice(&body[..0x8000]);
+        over.extend_from_slice(b"\r\n8001\r\n");
+        check_err(&over, E::PayloadTooLarge);
+        // Known from the digits, before the size line ends.
+        assert_eq!(
+            Framer::new(LIMITS).advance(&chunked("10001")),
+            Err(E::PayloadTooLarge)
+        );
+    }
+
+    #[test]
+    fn many_small_chunks_fed_byte_by_byte() {
+        // 65536 one-byte chunks: linear work, or this test takes minutes.
+        let mut input = chunked("");
+        for _ in 0..65536 {
+            input.extend_from_slice(b"1\r\nz\r\n");
+        }
+        input.extend_from_slice(b"0\r\n\r\n");
+        let cuts: Vec<usize> = (1..input.len()).collect();
+        let out = drive(LIMITS, &input, &cuts);
+        assert_eq!(out.error, None);
+        assert_eq!(out.done, vec![(post(&[b'z'; 65536]), input.len())]);
+        // One more chunk is one byte too many.
+        let mut input = chunked("");
+        for _ in 0..65536 {
+            input.extend_from_slice(b"1\r\nz\r\n");
+        }
+        input.extend_from_slice(b"1\r\n");
+        assert_eq!(Framer::new(LIMITS).advance(&input), Err(E::PayloadTooLarge));
+    }
+
+    #[test]
+    fn chunk_line_limit() {
+        let line = |total: usize| {
+            // "5;" + name + CRLF == total bytes.
+            let mut body = String::from("5;");
+            body.push_str(&"e".repeat(total - 4));
+            body.push_str("\r\nhello\r\n0\r\n\r\n");
+            chunked(&body)
+        };
+        check_ok(&line(CHUNK_LINE_BYTES_MAX), post(b"hello"));
+        check_err(&line(CHUNK_LINE_BYTES_MAX + 1), E::BadRequest);
+    }
+
+    #[test]
+    fn trailer_limit() {
+        let trailer = |total: usize| {
+            // "X: " + value + CRLF + final CRLF == total bytes.
+            let mut body = String::from("0\r\nX: ");
+            body.push_str(&"v".repeat(total - 7));
+            body.push_str("\r\n\r\n");
+            chunked(&body)
+        };
+        check_ok(&trailer(16384), post(b""));
+        check_err(&trailer(16385), E::HeadersTooLarge);
+    }
+
+    #[test]
+    fn small_limits() {
+        let limits = Limits {
+            target_bytes_max: 3,
+            head_bytes_max: 40,
+            body_bytes_max: 4,
+        };
+        check_with(
+            limits,
+            b"GET /ab HTTP/1.1\r\n\r\n",
+            &[(get("/ab"), 20)],
+            None,
+            &[],
+        );
+        check_with(
+            limits,
+            b"GET /abc HTTP/1.1\r\n\r\n",
+            &[],
+            Some(E::UriTooLong),
+            &[],
+        );
+        // 40 bytes of head exactly, then 41.
+        let at = b"GET / HTTP/1.1\r\nX: 01234567890123456\r\n\r\n";
+        assert_eq!(at.len(), 40);
+        check_with(limits, at, &[(get("/"), 40)], None, &[]);
+        check_with(
+            limits,
+            b"GET / HTTP/1.1\r\nX: 012345678901234567\r\n\r\n",
+            &[],
+            Some(E::HeadersTooLarge),
+            &[],
+        );
+        let ok = b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd";
+        let put = Request {
+            body: b"abcd".to_vec(),
+            ..req(Method::Put, "/", Version::Http11)
+        };
+        check_with(limits, ok, &[(put.clone(), ok.len())], None, &[]);
+        check_with(
+            limits,
+            b"PUT / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            &[],
+            Some(E::PayloadTooLarge),
+            &[],
+        );
+        let ok = b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
+        let limits = Limits {
+            head_bytes_max: 64,
+            ..limits
+        };
+        check_with(limits, ok, &[(put, ok.len())], None, &[]);
+        let over =
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\nabc\r\n0\r\n\r\n";
+        check_with(limits, over, &[], Some(E::PayloadTooLarge), &[]);
+        let zero = Limits {
+            target_bytes_max: 0,
+            head_bytes_max: 0,
+            body_bytes_max: 0,
+        };
+        // The head limit is checked after each byte's syntax: the method's
+        // first byte is already one too many.
+        check_with(
+            zero,
+            b"GET / HTTP/1.1\r\n\r\n",
+            &[],
+            Some(E::HeadersTooLarge),
+            &[],
+        );
+        let no_target = Limits {
+            target_bytes_max: 0,
+            ..LIMITS
+        };
+        check_with(
+            no_target,
+            b"GET / HTTP/1.1\r\n\r\n",
+            &[],
+            Some(E::UriTooLong),
+            &[],
+        );
+    }
+
+    #[test]
+    fn errors_map_to_status_and_code() {
+        let all = [
+            (E::BadRequest, 400, "bad_request"),
+            (E::PayloadTooLarge, 413, "too_large"),
+            (E::UriTooLong, 414, "uri_too_long"),
+            (E::HeadersTooLarge, 431, "headers_too_large"),
+            (E::NotImplemented, 501, "not_implemented"),
+            (E::VersionNotSupported, 505, "http_version_not_supported"),
+        ];
+        for (error, status, code) in all {
+            assert_eq!(error.status(), status);
+            assert_eq!(error.code(), code);
+            assert!(!error.message().is_empty());
+            assert!(error.to_string().starts_with(&status.to_string()));
+        }
+    }
+
+    #[test]
+    fn failed_framer_stays_failed() {
+        let mut framer = Framer::new(LIMITS);
+        assert_eq!(
+            once(&mut framer, b"GET / HTTP/2.0\r\n"),
+            Err(E::VersionNotSupported)
+        );
+        assert_eq!(
+            once(&mut framer, b"GET / HTTP/1.1\r\n\r\n"),
+            Err(E::VersionNotSupported)
+        );
+        assert!(!framer.head_done());
+    }
+
+    #[test]
+    fn empty_buffer_needs_more() {
+        let mut framer = Framer::new(LIMITS);
+        assert_eq!(once(&mut framer, b""), Ok(Progress::NeedMore));
+        assert_eq!(once(&mut framer, b"\r\n"), Ok(Progress::NeedMore));
+    }
+
+    /// Mutates valid requests at random and feeds them whole, byte by byte
+    /// and in random pieces: never a panic, and always the same outcome.
+    #[test]
+    fn mutations_agree_across_splits() {
+        let seeds: [&[u8]; 6] = [
+            b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhelloGET / HTTP/1.0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"b\"\r\nhello\r\n0\r\nT: v\r\n\r\n",
+            b"\r\nPUT /x HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+        ];
+        let alphabet: &[u8] = b"\r\n \t:;=\"\\0159aAfFgG-+,/HTP.\x00\x7f\x80";
+        let small = Limits {
+            target_bytes_max: 12,
+            head_bytes_max: 90,
+            body_bytes_max: 8,
+        };
+        let mut rng = Lcg(0x5eed);
+        for round in 0..20_000 {
+            let mut input = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(input.len() + 1);
+                let byte = alphabet[rng.below(alphabet.len())];
+                match rng.below(3) {
+                    0 if at < input.len() => input[at] = byte,
+                    1 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, byte),
+                }
+            }
+            let limits = if round % 2 == 0 { LIMITS } else { small };
+            let whole = drive(limits, &input, &[]);
+            let bytewise = drive(limits, &input, &(1..input.len()).collect::<Vec<_>>());
+            let a = 1 + rng.below(input.len().max(2) - 1);
+            let pieces = drive(limits, &input, &[a.min(input.len())]);
+            for other in [&bytewise, &pieces] {
+                assert_eq!(
+                    whole.done,
+                    other.done,
+                    "{:?}",
+                    String::from_utf8_lossy(&input)
+                );
+                assert_eq!(
+                    whole.error,
+                    other.error,
+                    "{:?}",
+                    String::from_utf8_lossy(&input)
+                );
+                if whole.error.is_none() {
+                    // With an error, what was buffered depends on the split.
+                    assert_eq!(
+                        whole.leftover,
+                        other.leftover,
+                        "{:?}",
+                        String::from_utf8_lossy(&input)
+                    );
+                }
+            }
+        }
+    }
+}

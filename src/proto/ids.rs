@@ -1,0 +1,298 @@
+//! Pair ids, sides, node names and session tokens: their syntax, and the
+//! text form of a token.
+
+use crate::limits::{NODE_NAME_BYTES_MAX, PAIR_BYTES_MAX, SECRET_BYTES};
+use std::fmt;
+
+/// A pair id: 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub type PairId = heapless::String<PAIR_BYTES_MAX>;
+/// A node name: 1 to 32 characters of `[A-Za-z0-9_-]`.
+pub type NodeName = heapless::String<NODE_NAME_BYTES_MAX>;
+
+/// One side of a pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// Side `a`.
+    A,
+    /// Side `b`.
+    B,
+}
+
+impl Side {
+    /// Parses `a` or `b`.
+    pub fn parse(s: &str) -> Option<Side> {
+        match s {
+            "a" => Some(Side::A),
+            "b" => Some(Side::B),
+            _ => None,
+        }
+    }
+
+    /// The other side.
+    pub fn peer(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    /// `"a"` or `"b"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::A => "a",
+            Side::B => "b",
+        }
+    }
+}
+
+/// True for the characters of pair ids and node names.
+fn is_id_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// Parses a pair id, or `None` when it is out of syntax.
+pub fn parse_pair(s: &str) -> Option<PairId> {
+    if s.is_empty() || !s.bytes().all(is_id_char) {
+        return None;
+    }
+    PairId::try_from(s).ok()
+}
+
+/// Parses a node name, or `None` when it is out of syntax.
+pub fn parse_node_name(s: &str) -> Option<NodeName> {
+    if s.is_empty() || !s.bytes().all(is_id_char) {
+        return None;
+    }
+    NodeName::try_from(s).ok()
+}
+
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// Characters of a 16-byte secret in unpadded base64url.
+pub const SECRET_CHARS: usize = 22;
+
+/// Writes `bytes` as unpadded base64url.
+pub fn base64url(bytes: &[u8], out: &mut String) {
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            let index = (n >> (18 - 6 * i)) & 63;
+            out.push(char::from(B64URL[index as usize]));
+        }
+    }
+}
+
+fn b64_value(c: u8) -> Option<u32> {
+    let v = match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        _ => return None,
+    };
+    Some(u32::from(v))
+}
+
+/// Decodes exactly [`SECRET_CHARS`] characters of canonical base64url into a
+/// secret. Non-canonical encodings (unused low bits set) are refused, so each
+/// secret has exactly one text form.
+pub fn decode_secret(s: &[u8]) -> Option<[u8; SECRET_BYTES]> {
+    if s.len() != SECRET_CHARS {
+        return None;
+    }
+    let mut out = [0u8; SECRET_BYTES];
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    let mut n = 0;
+    for &c in s {
+        acc = (acc << 6) | b64_value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out[n] = (acc >> bits) as u8;
+            n += 1;
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // 22 chars carry 132 bits: the 4 left over must be zero.
+    (acc == 0 && n == SECRET_BYTES).then_some(out)
+}
+
+/// A session token: the handler's address and its secret.
+///
+/// Text form: `<node>.<key>.<gen>.<secret>`, the secret in 22 characters of
+/// base64url. It fits [`crate::limits::TOKEN_BYTES_MAX`] by construction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The home node of the session.
+    pub node: NodeName,
+    /// Slab key of the handler on its node.
+    pub key: u32,
+    /// Generation of the handler; a reused key has a new one.
+    pub gen: u64,
+    /// 128 random bits.
+    pub secret: [u8; SECRET_BYTES],
+}
+
+impl Token {
+    /// Parses the text form; `None` when it is not of this server's format.
+    pub fn parse(s: &[u8]) -> Option<Token> {
+        let mut parts = s.split(|&b| b == b'.');
+        let node = std::str::from_utf8(parts.next()?).ok()?;
+        let key = parse_decimal(parts.next()?, 10)?;
+        let gen = parse_decimal(parts.next()?, 20)?;
+        let secret = decode_secret(parts.next()?)?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Token {
+            node: parse_node_name(node)?,
+            key: u32::try_from(key).ok()?,
+            gen,
+            secret,
+        })
+    }
+
+    /// Whether `secret` is this token's, compared in constant time.
+    pub fn secret_matches(&self, secret: &[u8; SECRET_BYTES]) -> bool {
+        let mut diff = 0u8;
+        for (a, b) in self.secret.iter().zip(secret) {
+            diff |= a ^ b;
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut secret = String::with_capacity(SECRET_CHARS);
+        base64url(&self.secret, &mut secret);
+        write!(f, "{}.{}.{}.{}", self.node, self.key, self.gen, secret)
+    }
+}
+
+/// Parses 1 to `digits_max` ASCII digits without a sign or leading zeros
+/// (but `0` itself), so each number has one text form.
+fn parse_decimal(s: &[u8], digits_max: usize) -> Option<u64> {
+    if s.is_empty() || s.len() > digits_max || (s.len() > 1 && s[0] == b'0') {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Token {
+        Token {
+            node: parse_node_name("n1").unwrap(),
+            key: 7,
+            gen: 42,
+            secret: [0xAB; 16],
+        }
+    }
+
+    #[test]
+    fn token_round_trips() {
+        let t = token();
+        let s = t.to_string();
+        assert!(s.starts_with("n1.7.42."));
+        assert_eq!(s.len(), "n1.7.42.".len() + SECRET_CHARS);
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)));
+        assert_eq!(Token::parse(s.as_bytes()), Some(t));
+    }
+
+    #[test]
+    fn longest_token_fits_the_limit() {
+        let t = Token {
+            node: parse_node_name(&"n".repeat(32)).unwrap(),
+            key: u32::MAX,
+            gen: u64::MAX,
+            secret: [0xFF; 16],
+        };
+        let s = t.to_string();
+        assert!(s.len() <= crate::limits::TOKEN_BYTES_MAX);
+        assert_eq!(Token::parse(s.as_bytes()), Some(t));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let good = token().to_string();
+        let mut noncanonical = good.clone().into_bytes();
+        // The last base64 char carries 2 bits and 4 zero bits: 'B' sets one.
+        *noncanonical.last_mut().unwrap() = b'B';
+        let bad: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"garbage".to_vec(),
+            b"a.b".to_vec(),
+            b"n1.7.42".to_vec(),
+            format!("{good}.x").into_bytes(),
+            good.replace("n1.", "n 1.").into_bytes(),
+            good.replace(".7.", ".07.").into_bytes(),
+            good.replace(".7.", ".-7.").into_bytes(),
+            good.replace(".7.", ".4294967296.").into_bytes(),
+            good.replace(".42.", "..").into_bytes(),
+            good.as_bytes()[..good.len() - 1].to_vec(),
+            format!("{good}A").into_bytes(),
+            good.replace("n1.", "é.").into_bytes(),
+            noncanonical,
+        ];
+        for b in bad {
+            assert_eq!(Token::parse(&b), None, "{:?}", String::from_utf8_lossy(&b));
+        }
+    }
+
+    #[test]
+    fn secret_comparison() {
+        let t = token();
+        assert!(t.secret_matches(&[0xAB; 16]));
+        let mut other = [0xAB; 16];
+        other[15] = 0xAA;
+        assert!(!t.secret_matches(&other));
+    }
+
+    #[test]
+    fn base64url_matches_known_vectors() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"", ""),
+            (b"f", "Zg"),
+            (b"fo", "Zm8"),
+            (b"\xfb\xff\xfe", "-__-"),
+        ];
+        for (input, want) in cases {
+            let mut s = String::new();
+            base64url(input, &mut s);
+            assert_eq!(s, want);
+        }
+    }
+
+    #[test]
+    fn pair_and_side_syntax() {
+        assert!(parse_pair("a").is_some());
+        assert!(parse_pair(&"x".repeat(64)).is_some());
+        assert!(parse_pair(&"x".repeat(65)).is_none());
+        assert!(parse_pair("").is_none());
+        assert!(parse_pair("a.b").is_none());
+        assert!(parse_pair("a b").is_none());
+        assert!(parse_pair("Az09_-").is_some());
+        assert_eq!(Side::parse("a"), Some(Side::A));
+        assert_eq!(Side::parse("B"), None);
+        assert_eq!(Side::A.peer(), Side::B);
+    }
+}
