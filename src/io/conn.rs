@@ -35,7 +35,6 @@ pub async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>) {
         stream,
         buf: Vec::new(),
         out: Vec::new(),
-        timer: Timer::never(),
     };
     if let Err(e) = conn.run().await {
         log::debug!("connection ended: {e}");
@@ -59,41 +58,57 @@ struct Conn {
     buf: Vec<u8>,
     /// The response being written.
     out: Vec<u8>,
-    /// The header (and body) timeout, re-armed per request.
-    timer: Timer,
 }
 
 impl Conn {
     async fn run(&mut self) -> io::Result<()> {
-        let mut framer = Framer::new(self.shared.http_limits);
         loop {
-            let request = match self.read_request(&mut framer).await? {
-                Read_::Request(r) => r,
-                Read_::Closed => return Ok(()),
-                Read_::Refuse(status, code, message) => {
-                    let mut r = Response::error(status, code, message);
-                    r.close = true;
-                    self.respond(&r, false).await?;
-                    self.linger().await;
-                    return Ok(());
-                }
+            // Each await below is a statement of its own with few live
+            // locals: that keeps the task's state, which every idle
+            // connection holds, small.
+            // A block, so the request's storage ends before the awaits below.
+            let (handled, wait, close, head_only) = {
+                // Boxed: the framer and the header timer live only while a
+                // request is being read, not while a poll waits.
+                let request = match Box::pin(self.read_request()).await? {
+                    Read_::Request(r) => r,
+                    Read_::Closed => return Ok(()),
+                    Read_::Refuse(status, code, message) => {
+                        let mut r = Response::error(status, code, message);
+                        r.close = true;
+                        self.respond(&r, false).await?;
+                        Box::pin(self.linger()).await;
+                        return Ok(());
+                    }
+                };
+                let (handled, wait) = self.shared.handle(&request);
+                (
+                    handled,
+                    wait,
+                    !request.keep_alive,
+                    request.method == Method::Head,
+                )
             };
             let shared = self.shared.clone();
             let in_flight = shared.in_flight();
-            let mut response = match self.shared.handle(&request) {
+            let mut response = match (handled, wait) {
                 (Handled::Respond(r), _) => r,
-                (Handled::Wait(handle), Some(wait)) => match self.wait_poll(handle, wait).await {
-                    Some(r) => r,
-                    None => return Ok(()), // the client went away
-                },
+                (Handled::Wait(handle), Some(wait)) => {
+                    let answer = self.wait_poll(handle, wait).await;
+                    match answer {
+                        Some(r) => r,
+                        None => return Ok(()), // the client went away
+                    }
+                }
                 (Handled::Wait(_), None) => Response::error(500, "internal", "poll without waiter"),
             };
-            response.close |= !request.keep_alive || self.shared.draining();
-            self.respond(&response, request.method == Method::Head)
-                .await?;
+            response.close |= close || shared.draining();
+            self.respond(&response, head_only).await?;
             drop(in_flight);
             if response.close {
-                self.linger().await;
+                // Boxed: this rare path's buffer stays out of every
+                // connection's resident state.
+                Box::pin(self.linger()).await;
                 return Ok(());
             }
         }
@@ -101,10 +116,11 @@ impl Conn {
 
     /// Reads until a whole request is framed, within the header timeout
     /// (once for the head, once again for the body).
-    async fn read_request(&mut self, framer: &mut Framer) -> io::Result<Read_> {
-        self.timer.set_after(self.shared.header_timeout);
+    async fn read_request(&mut self) -> io::Result<Read_> {
+        let mut framer = Framer::new(self.shared.http_limits);
+        let mut timer = Timer::after(self.shared.header_timeout);
         loop {
-            match framer.advance(&self.buf) {
+            let expect_continue = match framer.advance(&self.buf) {
                 Ok(Progress::Complete { request, consumed }) => {
                     self.buf.drain(..consumed);
                     if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_BYTES_MAX {
@@ -113,24 +129,21 @@ impl Conn {
                     return Ok(Read_::Request(request));
                 }
                 Ok(Progress::HeadComplete { expect_continue }) => {
-                    self.timer.set_after(self.shared.header_timeout);
-                    if expect_continue {
-                        self.write_out_of_band(b"HTTP/1.1 100 Continue\r\n\r\n")
-                            .await?;
-                    }
+                    timer.set_after(self.shared.header_timeout);
+                    Some(expect_continue)
+                }
+                Ok(Progress::NeedMore) => None,
+                Err(e) => return Ok(refusal(e)),
+            };
+            match expect_continue {
+                Some(true) => {
+                    Box::pin(self.write_out_of_band(b"HTTP/1.1 100 Continue\r\n\r\n")).await?;
                     continue;
                 }
-                Ok(Progress::NeedMore) => {}
-                Err(e) => return Ok(refusal(e)),
+                Some(false) => continue,
+                None => {}
             }
-            let Conn {
-                stream, buf, timer, ..
-            } = self;
-            let read = future::or(async { Some(fill(stream, buf).await) }, async {
-                timer.await;
-                None
-            })
-            .await;
+            let read = self.fill_or_timeout(&mut timer).await;
             match read {
                 Some(Ok(0)) => return Ok(Read_::Closed),
                 Some(Ok(_)) => {}
@@ -145,6 +158,16 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Reads more bytes, or `None` when the timer fires first.
+    async fn fill_or_timeout(&mut self, timer: &mut Timer) -> Option<io::Result<usize>> {
+        let Conn { stream, buf, .. } = self;
+        future::or(async { Some(fill(stream, buf).await) }, async {
+            timer.await;
+            None
+        })
+        .await
     }
 
     /// Waits for a poll's answer while watching the socket: bytes of a
