@@ -2,7 +2,8 @@
 //! and turning the core's answers into responses. Sans-IO like the core:
 //! time and randomness are passed in.
 
-use crate::core::{ApiError, Joined, Node, PollHandle, Polled};
+use crate::config::PeerSpec;
+use crate::core::{CancelKey, Node, Reply, Started};
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, SECRET_BYTES, TOKEN_BYTES_MAX};
 use crate::metrics::{self, Metrics, PeerCounts};
 use crate::proto::http::{Method, Request};
@@ -12,10 +13,34 @@ use crate::proto::query;
 use crate::proto::response::Response;
 
 /// Settings of the HTTP side.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ApiConfig {
     /// `Access-Control-Allow-Origin`, when CORS is on.
     pub cors_origin: Option<String>,
+    /// The cluster peers, as configured, for `/v1/cluster`.
+    pub peers: Vec<PeerSpec>,
+}
+
+/// A cluster peer's connection state, as `/v1/cluster` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Connected and authenticated.
+    Up,
+    /// Unreachable; being retried.
+    Down,
+    /// Being dialled or handshaking.
+    Connecting,
+}
+
+impl PeerState {
+    /// `up`, `down` or `connecting`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Up => "up",
+            PeerState::Down => "down",
+            PeerState::Connecting => "connecting",
+        }
+    }
 }
 
 /// What handling a request gives.
@@ -23,8 +48,9 @@ pub struct ApiConfig {
 pub enum Handled {
     /// Respond now.
     Respond(Response),
-    /// A long poll waits; its answer comes as a core output.
-    Wait(PollHandle),
+    /// The answer comes later as a core output; the key, if any, cancels
+    /// the request when its client goes away.
+    Wait(Option<CancelKey>),
 }
 
 /// The API: the node core plus the HTTP-side counters.
@@ -34,14 +60,12 @@ pub struct Api<W> {
     pub node: Node<W>,
     /// HTTP counters.
     pub metrics: Metrics,
+    /// Cluster peers by state, kept up to date by the driver.
+    pub peer_counts: PeerCounts,
+    /// Each configured peer's state, in configuration order.
+    pub peer_states: Vec<PeerState>,
     config: ApiConfig,
 }
-
-const ALLOW_PAIRS: &str = "POST, OPTIONS";
-const ALLOW_SESSION: &str = "POST, DELETE, OPTIONS";
-const ALLOW_EVENTS: &str = "GET, OPTIONS";
-const ALLOW_MESSAGES: &str = "POST, OPTIONS";
-const ALLOW_OPS: &str = "GET, HEAD";
 
 /// Where a request goes.
 enum Route<'a> {
@@ -55,13 +79,17 @@ enum Route<'a> {
 }
 
 impl Route<'_> {
-    fn allow(&self) -> &'static str {
-        match self {
-            Route::Healthz | Route::Metrics | Route::Cluster => ALLOW_OPS,
-            Route::Pairs => ALLOW_PAIRS,
-            Route::Session(..) => ALLOW_SESSION,
-            Route::Events(..) => ALLOW_EVENTS,
-            Route::Messages(..) => ALLOW_MESSAGES,
+    /// The methods of the route, with and without CORS preflights.
+    fn allow(&self, cors: bool) -> &'static str {
+        match (self, cors) {
+            (Route::Healthz | Route::Metrics | Route::Cluster, false) => "GET, HEAD",
+            (Route::Healthz | Route::Metrics | Route::Cluster, true) => "GET, HEAD, OPTIONS",
+            (Route::Pairs | Route::Messages(..), false) => "POST",
+            (Route::Pairs | Route::Messages(..), true) => "POST, OPTIONS",
+            (Route::Session(..), false) => "POST, DELETE",
+            (Route::Session(..), true) => "POST, DELETE, OPTIONS",
+            (Route::Events(..), false) => "GET",
+            (Route::Events(..), true) => "GET, OPTIONS",
         }
     }
 }
@@ -122,30 +150,49 @@ fn bearer_value(value: &[u8]) -> Option<&[u8]> {
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;
     }
-    let token = rest.trim_ascii();
-    (!token.is_empty() && token.len() <= TOKEN_BYTES_MAX).then_some(token)
+    // Exactly one space: `Bearer  x` is not of the form (the framer has
+    // already trimmed the value's outer whitespace).
+    (!rest.is_empty() && rest.len() <= TOKEN_BYTES_MAX).then_some(rest)
 }
 
-fn error(e: ApiError) -> Response {
-    Response::error(e.status(), e.code(), e.message())
-}
-
-/// The response to a poll answered later by the core.
-pub fn poll_answer(result: Result<Vec<u8>, ApiError>) -> Response {
-    match result {
-        Ok(body) => Response::json(200, body),
-        Err(e) => error(e),
-    }
+/// The response for a reply of the core.
+pub fn reply_response(reply: Reply) -> Response {
+    let mut r = Response::json(reply.status, reply.body);
+    r.retry_after = matches!(reply.status, 429 | 503);
+    r
 }
 
 impl<W> Api<W> {
     /// An API over `node`.
     pub fn new(node: Node<W>, config: ApiConfig) -> Self {
+        let peer_states = vec![PeerState::Connecting; config.peers.len()];
+        let peer_counts = PeerCounts {
+            connecting: config.peers.len() as u64,
+            ..PeerCounts::default()
+        };
         Api {
             node,
             metrics: Metrics::default(),
+            peer_counts,
+            peer_states,
             config,
         }
+    }
+
+    /// Records peer `i`'s (configuration order) connection state.
+    pub fn set_peer_state(&mut self, i: usize, state: PeerState) {
+        if let Some(slot) = self.peer_states.get_mut(i) {
+            *slot = state;
+        }
+        let mut counts = PeerCounts::default();
+        for s in &self.peer_states {
+            match s {
+                PeerState::Up => counts.up += 1,
+                PeerState::Down => counts.down += 1,
+                PeerState::Connecting => counts.connecting += 1,
+            }
+        }
+        self.peer_counts = counts;
     }
 
     /// The configured CORS origin.
@@ -153,17 +200,20 @@ impl<W> Api<W> {
         self.config.cors_origin.as_deref()
     }
 
-    /// Handles one request at `now`. `secret` draws fresh randomness (for a
-    /// token or a pair id); `make_waiter` is called when a poll waits.
+    /// Handles one request at `now` (monotonic) and `wall_ms` (wall clock,
+    /// for claims). `secret` draws fresh randomness (for a token or a pair
+    /// id); `make_waiter` is called when the answer comes later.
     pub fn handle(
         &mut self,
         now: u64,
+        wall_ms: u64,
         request: &Request,
         secret: &mut dyn FnMut() -> Option<[u8; SECRET_BYTES]>,
         make_waiter: impl FnOnce() -> W,
     ) -> Handled {
-        match self.dispatch(now, request, secret, make_waiter) {
-            Ok(handled) => handled,
+        match self.dispatch(now, wall_ms, request, secret, make_waiter) {
+            Ok(Started::Done(reply)) => Handled::Respond(reply_response(reply)),
+            Ok(Started::Waiting(cancel)) => Handled::Wait(cancel),
             Err(response) => Handled::Respond(response),
         }
     }
@@ -171,10 +221,11 @@ impl<W> Api<W> {
     fn dispatch(
         &mut self,
         now: u64,
+        wall_ms: u64,
         request: &Request,
         secret: &mut dyn FnMut() -> Option<[u8; SECRET_BYTES]>,
         make_waiter: impl FnOnce() -> W,
-    ) -> Result<Handled, Response> {
+    ) -> Result<Started, Response> {
         let (path, query) = request
             .target
             .split_once('?')
@@ -183,30 +234,25 @@ impl<W> Api<W> {
             return Err(Response::error(404, "not_found", "no such path"));
         };
         let method = request.method;
+        let cors = self.config.cors_origin.is_some();
         let allowed = match (&route, method) {
             (Route::Healthz | Route::Metrics | Route::Cluster, Method::Get | Method::Head) => true,
             (Route::Pairs, Method::Post) => true,
             (Route::Session(..), Method::Post | Method::Delete) => true,
             (Route::Events(..), Method::Get) => true,
             (Route::Messages(..), Method::Post) => true,
-            (
-                Route::Pairs | Route::Session(..) | Route::Events(..) | Route::Messages(..),
-                Method::Options,
-            ) => {
-                if self.config.cors_origin.is_some() {
-                    let mut r = Response::no_content();
-                    r.preflight = true;
-                    r.allow = Some(route.allow());
-                    return Ok(Handled::Respond(r));
-                }
-                false
+            (_, Method::Options) if cors => {
+                let mut r = Response::no_content();
+                r.preflight = true;
+                r.allow = Some(route.allow(true));
+                return Err(r);
             }
             _ => false,
         };
         if !allowed {
             let mut r =
                 Response::error(405, "method_not_allowed", "method not allowed on this path");
-            r.allow = Some(route.allow());
+            r.allow = Some(route.allow(cors));
             return Err(r);
         }
         if self.node.draining() {
@@ -214,15 +260,15 @@ impl<W> Api<W> {
             r.close = true;
             return Err(r);
         }
-        let response = match route {
-            Route::Healthz => Response::text(200, "ok"),
+        let started = match route {
+            Route::Healthz => return Err(Response::text(200, "ok")),
             Route::Metrics => {
                 let mut r = Response::text(200, "");
-                r.body = metrics::render(&self.metrics, &self.node, PeerCounts::default());
+                r.body = metrics::render(&self.metrics, &self.node, self.peer_counts);
                 r.content_type = crate::proto::response::ContentType::Prometheus;
-                r
+                return Err(r);
             }
-            Route::Cluster => self.cluster(),
+            Route::Cluster => return Err(Response::json(200, self.cluster_body())),
             Route::Pairs => {
                 let bytes = secret().ok_or_else(no_randomness)?;
                 let mut id = String::with_capacity(24);
@@ -230,16 +276,20 @@ impl<W> Api<W> {
                 let mut body = b"{\"pair\":".to_vec();
                 json::write_str(&mut body, &id);
                 body.push(b'}');
-                Response::json(201, body)
+                Started::Done(Reply { status: 201, body })
             }
             Route::Session(pair, side) => {
                 let (pair, side) = parse_ids(pair, side)?;
                 if method == Method::Delete {
                     let token = bearer(request)?;
-                    self.node.leave(now, &pair, side, &token).map_err(error)?;
-                    Response::no_content()
+                    self.node.leave(now, &pair, side, &token, make_waiter)
                 } else {
-                    self.join(now, &pair, side, request, secret)?
+                    // A join is not an authenticated call: a token that is
+                    // not ours is just not a resume.
+                    let auth = bearer(request).ok();
+                    let fresh = secret().ok_or_else(no_randomness)?;
+                    self.node
+                        .join(now, wall_ms, &pair, side, auth.as_ref(), fresh, make_waiter)
                 }
             }
             Route::Events(pair, side) => {
@@ -247,19 +297,8 @@ impl<W> Api<W> {
                 let q =
                     query::parse_poll(query).map_err(|m| Response::error(400, "bad_query", m))?;
                 let token = bearer(request)?;
-                return match self.node.poll(
-                    now,
-                    &pair,
-                    side,
-                    &token,
-                    q.after,
-                    q.timeout_ms,
-                    make_waiter,
-                ) {
-                    Ok(Polled::Ready(body)) => Ok(Handled::Respond(Response::json(200, body))),
-                    Ok(Polled::Waiting(handle)) => Ok(Handled::Wait(handle)),
-                    Err(e) => Err(error(e)),
-                };
+                self.node
+                    .poll(now, &pair, side, &token, q.after, q.timeout_ms, make_waiter)
             }
             Route::Messages(pair, side) => {
                 let (pair, side) = parse_ids(pair, side)?;
@@ -280,60 +319,35 @@ impl<W> Api<W> {
                 })?;
                 let token = bearer(request)?;
                 self.node
-                    .send(now, &pair, side, &token, key, data.into())
-                    .map_err(error)?;
-                Response::json(202, b"{}".to_vec())
+                    .send(now, &pair, side, &token, key, data.into(), make_waiter)
             }
         };
-        Ok(Handled::Respond(response))
+        Ok(started)
     }
 
-    fn join(
-        &mut self,
-        now: u64,
-        pair: &PairId,
-        side: Side,
-        request: &Request,
-        secret: &mut dyn FnMut() -> Option<[u8; SECRET_BYTES]>,
-    ) -> Result<Response, Response> {
-        // A join is not an authenticated call: a token that is not ours is
-        // just not a resume.
-        let auth = bearer(request).ok();
-        let fresh = secret().ok_or_else(no_randomness)?;
-        let Joined {
-            token,
-            peer_online,
-            resumed,
-        } = self
-            .node
-            .join(now, pair, side, auth.as_ref(), fresh)
-            .map_err(error)?;
-        let config = self.node.config();
-        let mut body = Vec::with_capacity(200);
-        body.extend_from_slice(b"{\"pair\":");
-        json::write_str(&mut body, pair);
-        body.extend_from_slice(b",\"side\":\"");
-        body.extend_from_slice(side.as_str().as_bytes());
-        body.extend_from_slice(b"\",\"session\":");
-        json::write_str(&mut body, &token.to_string());
-        body.extend_from_slice(if peer_online {
-            b",\"peer\":\"online\"".as_slice()
-        } else {
-            b",\"peer\":\"offline\""
-        });
-        body.extend_from_slice(b",\"poll_timeout_ms\":");
-        json::write_u64(&mut body, config.poll_timeout_ms);
-        body.extend_from_slice(b",\"session_ttl_ms\":");
-        json::write_u64(&mut body, config.session_ttl_ms);
-        body.push(b'}');
-        Ok(Response::json(if resumed { 200 } else { 201 }, body))
-    }
-
-    fn cluster(&self) -> Response {
+    fn cluster_body(&self) -> Vec<u8> {
         let mut body = b"{\"node\":".to_vec();
         json::write_str(&mut body, &self.node.config().name);
-        body.extend_from_slice(b",\"peers\":[]}");
-        Response::json(200, body)
+        body.extend_from_slice(b",\"peers\":[");
+        for (i, peer) in self.config.peers.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"node\":");
+            json::write_str(&mut body, &peer.name);
+            body.extend_from_slice(b",\"addr\":");
+            json::write_str(&mut body, &peer.addr);
+            body.extend_from_slice(b",\"state\":\"");
+            let state = self
+                .peer_states
+                .get(i)
+                .copied()
+                .unwrap_or(PeerState::Connecting);
+            body.extend_from_slice(state.as_str().as_bytes());
+            body.extend_from_slice(b"\"}");
+        }
+        body.extend_from_slice(b"]}");
+        body
     }
 }
 

@@ -16,11 +16,14 @@
 //! - [`api`]: maps a parsed HTTP request onto the core and the core's answers
 //!   onto HTTP responses. Still sans-IO.
 //! - [`metrics`]: counters and the Prometheus text exposition.
+//! - [`cluster`]: sans-IO node-to-node protocol: frames, handshake, the
+//!   per-connection state machine.
 //! - [`io`]: the thin smol layer: listener, connections, timers, signals.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod io;

@@ -26,7 +26,8 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 64;
 /// limits alone would not.
 pub const SESSION_EVENTS_MAX: usize = 4096;
 /// Bytes of memory one buffered event takes beyond its data, roughly; the
-/// node holds at most `--max-total-buffer / TOTAL_EVENT_BYTES` events.
+/// node holds at most `max(--max-total-buffer / TOTAL_EVENT_BYTES,
+/// SESSION_EVENTS_MAX)` events.
 pub const TOTAL_EVENT_BYTES: usize = 64;
 /// Bytes of buffered, not yet parsed input a connection keeps while a poll
 /// of it waits; past this it stops reading until the poll is answered.
@@ -40,6 +41,9 @@ pub const IDLE_BUFFER_BYTES_MAX: usize = 1024;
 pub const RETRY_AFTER_S: u32 = 1;
 /// Longest a drain waits for answered polls to be written before exiting.
 pub const DRAIN_MS_MAX: u64 = 3_000;
+/// How long a join waits for other nodes' lookup replies before it treats
+/// the silent ones as "not there".
+pub const LOOKUP_TIMEOUT_MS: u64 = 1_000;
 /// Random bytes fetched from the OS at once for tokens and pair ids.
 pub const RANDOM_POOL_BYTES: usize = 1024;
 

@@ -196,6 +196,8 @@ mod tests {
     fn exposition_is_well_formed() {
         let node: Node<()> = Node::new(NodeConfig {
             name: parse_node_name("n").unwrap(),
+            peers: Vec::new(),
+            lookup_timeout_ms: 1,
             session_ttl_ms: 1,
             poll_timeout_ms: 1,
             max_sessions: 1,

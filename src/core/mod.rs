@@ -5,15 +5,18 @@
 //! makes every rule of the API testable in plain unit tests and lets a
 //! simulation drive several nodes deterministically.
 
+pub mod cluster;
 pub mod error;
 pub mod event;
 pub mod node;
+pub mod reply;
 pub mod session;
 pub mod timers;
 
 pub use error::ApiError;
 pub use event::{Event, EventKind, Reason};
-pub use node::{Joined, Node, NodeConfig, Output, PollHandle, Polled, Stats};
+pub use node::{CancelKey, Node, NodeConfig, Output, PollHandle, Started, Stats};
+pub use reply::Reply;
 
 /// Milliseconds on the node's monotonic clock, counted from its start.
 pub type Millis = u64;

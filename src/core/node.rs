@@ -1,9 +1,13 @@
 //! A node's handlers: the slab of sessions, the registry of `(pair, side)`,
-//! links between paired handlers, and their timers.
+//! links between paired handlers, and their timers. The cluster's part of
+//! the state machine (lookups on other nodes, remote links, forwarding) is
+//! in [`super::cluster`], as a second `impl` of the same [`Node`].
 //!
-//! Every call takes `now` and returns its answer; answers that come later
-//! (a waiting poll answered by an event, a timeout or a leave) are queued as
-//! [`Output`]s for the driver to collect with [`Node::poll_output`].
+//! Every call takes `now` and returns at once. Answers that come later (a
+//! waiting poll answered by an event, a join waiting for other nodes'
+//! lookups, a request forwarded to another node) are queued as
+//! [`Output::Answer`]s; frames for other nodes as [`Output::Send`]. The
+//! driver collects both with [`Node::poll_output`].
 //!
 //! A handler's address is `(node, key, generation)` ([`Addr`]): the slab
 //! reuses keys, generations are never reused, so a stale token or link
@@ -11,13 +15,15 @@
 
 use super::error::ApiError;
 use super::event::{poll_body, EventKind, Reason};
+use super::reply::{join_body, Reply};
 use super::session::{Addr, Session, WaitingPoll};
 use super::timers::Timers;
 use super::Millis;
+use crate::cluster::frame::{Claim, ForwardOp, Frame, Handle};
 use crate::limits::{SECRET_BYTES, SESSION_EVENTS_MAX, TOTAL_EVENT_BYTES};
 use crate::proto::ids::{NodeName, PairId, Side, Token};
 use slab::Slab;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// `Session::timer_at` of a session that has no entry in the timer set.
 const NO_TIMER: Millis = Millis::MAX;
@@ -27,10 +33,14 @@ const NO_TIMER: Millis = Millis::MAX;
 pub struct NodeConfig {
     /// This node's name, written into tokens.
     pub name: NodeName,
+    /// The other nodes of the cluster; peer `i` has node index `i + 1`.
+    pub peers: Vec<NodeName>,
     /// Idle session lifetime.
     pub session_ttl_ms: Millis,
     /// Default poll wait.
     pub poll_timeout_ms: Millis,
+    /// How long a join waits for other nodes' lookup replies.
+    pub lookup_timeout_ms: Millis,
     /// Live sessions at most.
     pub max_sessions: usize,
     /// Unacknowledged message bytes per session before sends get 429.
@@ -42,27 +52,20 @@ pub struct NodeConfig {
 /// Counters the node keeps for `/metrics`.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
-    /// Messages put into a peer's buffer.
+    /// Messages put into a session's buffer on this node.
     pub messages_relayed: u64,
-    /// Lookups that found the peer on this node.
+    /// Joins whose peer was found on this node.
     pub lookups_local: u64,
-    /// Lookups that found the peer on another node.
+    /// Joins whose peer was found on another node.
     pub lookups_remote: u64,
-    /// Lookups that found no peer.
+    /// Joins that found no peer.
     pub lookups_miss: u64,
+    /// Client requests carried out on another node.
+    pub forwarded: u64,
     /// Sessions ended, by [`Reason::index`].
     pub exits: [u64; 4],
-}
-
-/// A successful join.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Joined {
-    /// The session's token.
-    pub token: Token,
-    /// Whether the peer's session was found (and linked).
-    pub peer_online: bool,
-    /// Whether this join resumed the caller's own live session.
-    pub resumed: bool,
+    /// Sessions ended because another claim to their side won.
+    pub conflicts_lost: u64,
 }
 
 /// Names one waiting poll, so that its driver can cancel it.
@@ -76,40 +79,108 @@ pub struct PollHandle {
     pub id: u64,
 }
 
-/// What a poll call did.
+/// What a waiting request's driver may cancel when its client goes away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelKey {
+    /// A poll waiting on this node.
+    Poll(PollHandle),
+    /// A request forwarded to another node.
+    Forward(u64),
+}
+
+/// How a client request started.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Polled {
-    /// Answered at once with this `200` body.
-    Ready(Vec<u8>),
-    /// Waiting; the answer comes later as an [`Output::PollAnswered`].
-    Waiting(PollHandle),
+pub enum Started {
+    /// Answered at once.
+    Done(Reply),
+    /// The answer comes later as an [`Output::Answer`] to the waiter.
+    Waiting(Option<CancelKey>),
 }
 
 /// Something the driver must carry out.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<W> {
-    /// Answer a waiting poll: a `200` body, or an error.
-    PollAnswered {
-        /// The poll's waiter, as given to [`Node::poll`].
+    /// Answer a waiting client request.
+    Answer {
+        /// The waiter given when the request started.
         waiter: W,
         /// The answer.
-        result: Result<Vec<u8>, ApiError>,
+        reply: Reply,
+    },
+    /// Send a frame to another node.
+    Send {
+        /// Node index (1..).
+        peer: u16,
+        /// The frame.
+        frame: Frame,
     },
 }
 
+/// Who waits for an answer: a client on this node, or a request forwarded
+/// from another node.
+#[derive(Debug)]
+pub(super) enum Waiter<W> {
+    Local(W),
+    Remote { peer: u16, req: u64 },
+}
+
+/// A request this node sent to other nodes and waits on.
+#[derive(Debug)]
+pub(super) enum Pending<W> {
+    /// A join waiting for lookup replies from `awaiting`.
+    Join {
+        waiter: Waiter<W>,
+        key: u32,
+        gen: u64,
+        awaiting: Vec<u16>,
+        found_remote: bool,
+        deadline: Millis,
+    },
+    /// A lookup re-sent for a live session when `peer` came up.
+    Resync { key: u32, gen: u64, peer: u16 },
+    /// A client request carried out on `peer`.
+    Forward { waiter: W, peer: u16 },
+    /// A resume sent to the token's home node; if it fails, an ordinary
+    /// join follows here.
+    Resume {
+        waiter: W,
+        peer: u16,
+        pair: PairId,
+        side: Side,
+        secret: [u8; SECRET_BYTES],
+        wall_ms: Millis,
+    },
+    /// A message on its way to the peer's handler on `peer`.
+    Deliver {
+        waiter: Waiter<W>,
+        peer: u16,
+        key: u32,
+        gen: u64,
+        idempotency_key: Option<Box<[u8]>>,
+    },
+}
+
+/// State of another node as the core sees it.
+#[derive(Debug)]
+pub(super) struct PeerNode {
+    pub(super) name: NodeName,
+    pub(super) up: bool,
+}
+
 /// The state of one node. `W` is what the driver needs to answer a waiting
-/// poll (a channel in the server, a plain number in tests).
+/// client (a one-shot channel in the server, a plain number in tests).
 #[derive(Debug)]
 pub struct Node<W> {
-    config: NodeConfig,
+    pub(super) config: NodeConfig,
     /// Handler state. Keys are reused; [`Session::gen`] tells them apart.
-    sessions: Slab<Session<W>>,
+    pub(super) sessions: Slab<Session<Waiter<W>>>,
     /// The local registry: which handler holds `(pair, side)` on this node.
-    registry: HashMap<(PairId, Side), u32>,
-    timers: Timers,
+    pub(super) registry: HashMap<(PairId, Side), u32>,
+    pub(super) timers: Timers,
     /// The next generation; starts at 1 and only grows.
     next_gen: u64,
     next_poll_id: u64,
+    pub(super) next_req: u64,
     /// Unacknowledged message bytes of all sessions.
     total_data_bytes: usize,
     /// Unacknowledged events of all sessions.
@@ -119,8 +190,17 @@ pub struct Node<W> {
     total_events_max: usize,
     waiting_polls: usize,
     draining: bool,
-    outputs: VecDeque<Output<W>>,
-    stats: Stats,
+    pub(super) outputs: VecDeque<Output<W>>,
+    pub(super) stats: Stats,
+    /// Hybrid logical clock: claims are stamped with it.
+    pub(super) hlc: u64,
+    pub(super) peers: Vec<PeerNode>,
+    /// Requests sent to other nodes, by req id.
+    pub(super) pending: HashMap<u64, Pending<W>>,
+    /// Deadlines of pending joins: `(deadline, req)`.
+    pub(super) join_deadlines: BTreeSet<(Millis, u64)>,
+    /// Polls forwarded here and waiting, by `(peer, req)`.
+    pub(super) remote_polls: HashMap<(u16, u64), PollHandle>,
 }
 
 impl<W> Node<W> {
@@ -128,6 +208,14 @@ impl<W> Node<W> {
     pub fn new(config: NodeConfig) -> Self {
         let total_events_max =
             (config.max_total_buffer / TOTAL_EVENT_BYTES).max(SESSION_EVENTS_MAX);
+        let peers = config
+            .peers
+            .iter()
+            .map(|name| PeerNode {
+                name: name.clone(),
+                up: false,
+            })
+            .collect();
         Node {
             config,
             sessions: Slab::new(),
@@ -135,6 +223,7 @@ impl<W> Node<W> {
             timers: Timers::default(),
             next_gen: 1,
             next_poll_id: 1,
+            next_req: 1,
             total_data_bytes: 0,
             total_events: 0,
             total_events_max,
@@ -142,6 +231,11 @@ impl<W> Node<W> {
             draining: false,
             outputs: VecDeque::new(),
             stats: Stats::default(),
+            hlc: 0,
+            peers,
+            pending: HashMap::new(),
+            join_deadlines: BTreeSet::new(),
+            remote_polls: HashMap::new(),
         }
     }
 
@@ -170,85 +264,179 @@ impl<W> Node<W> {
         self.total_data_bytes
     }
 
+    /// Requests sent to other nodes and not yet answered.
+    pub fn requests_pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether [`Node::drain`] was called.
     pub fn draining(&self) -> bool {
         self.draining
     }
 
-    /// The next answer to carry out, if any.
+    /// The next thing to carry out, if any.
     pub fn poll_output(&mut self) -> Option<Output<W>> {
         self.outputs.pop_front()
     }
 
     /// When [`Node::handle_timeout`] must next be called.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.timers.next()
+        let joins = self.join_deadlines.first().map(|&(at, _)| at);
+        match (self.timers.next(), joins) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Joins `side` of `pair`. `auth` is the token the client presented, if
-    /// any; `secret` is fresh randomness for a new session's token.
+    /// any; `secret` is fresh randomness for a new session's token; `wall_ms`
+    /// the wall clock, for the session's claim.
+    #[allow(clippy::too_many_arguments)]
     pub fn join(
         &mut self,
         now: Millis,
+        wall_ms: Millis,
         pair: &PairId,
         side: Side,
         auth: Option<&Token>,
         secret: [u8; SECRET_BYTES],
-    ) -> Result<Joined, ApiError> {
+        make_waiter: impl FnOnce() -> W,
+    ) -> Started {
         if self.draining {
-            return Err(ApiError::ShuttingDown);
+            return Started::Done(ApiError::ShuttingDown.into());
         }
+        // A token of another node's live session resumes it there.
+        if let Some(token) = auth {
+            if token.node != self.config.name {
+                if let Some(peer) = self.peer_index(&token.node).filter(|&p| self.is_peer_up(p)) {
+                    let req = self.new_req();
+                    let frame = Frame::Forward {
+                        req,
+                        pair: pair.clone(),
+                        side,
+                        key: token.key,
+                        gen: token.gen,
+                        secret: token.secret,
+                        op: ForwardOp::Resume,
+                    };
+                    let waiter = make_waiter();
+                    self.pending.insert(
+                        req,
+                        Pending::Resume {
+                            waiter,
+                            peer,
+                            pair: pair.clone(),
+                            side,
+                            secret,
+                            wall_ms,
+                        },
+                    );
+                    self.send_frame(peer, frame);
+                    return Started::Waiting(None);
+                }
+            }
+        }
+        self.join_here(now, wall_ms, pair, side, auth, secret, || {
+            Waiter::Local(make_waiter())
+        })
+    }
+
+    /// A join carried out on this node.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn join_here(
+        &mut self,
+        now: Millis,
+        wall_ms: Millis,
+        pair: &PairId,
+        side: Side,
+        auth: Option<&Token>,
+        secret: [u8; SECRET_BYTES],
+        make_waiter: impl FnOnce() -> Waiter<W>,
+    ) -> Started {
         if let Some(&key) = self.registry.get(&(pair.clone(), side)) {
             // The side is held here; only its own token resumes it.
-            let owned = auth.is_some_and(|t| self.owns(t, key));
-            if !owned {
-                return Err(ApiError::SideTaken);
+            if !auth.is_some_and(|t| self.owns(t, key)) {
+                return Started::Done(ApiError::SideTaken.into());
             }
             self.touch(now, key);
-            let peer_online = self.sessions[key as usize].peer.is_some();
-            return Ok(Joined {
-                token: self.token(key),
-                peer_online,
-                resumed: true,
-            });
+            return Started::Done(self.join_reply(key, 200));
+        }
+        // The token of another live session does not open a free side.
+        if auth.is_some_and(|t| self.owns_any(t)) {
+            return Started::Done(ApiError::SideTaken.into());
         }
         if self.sessions.len() >= self.config.max_sessions {
-            return Err(ApiError::Overloaded);
+            return Started::Done(ApiError::Overloaded.into());
+        }
+        // Each join of the other side puts a `peer_online` into this one; a
+        // session that acknowledges nothing would grow without bound under
+        // a join/leave loop, so joins wait while it is full.
+        if let Some(&peer_key) = self.registry.get(&(pair.clone(), side.peer())) {
+            if self.sessions[peer_key as usize].events.len() >= SESSION_EVENTS_MAX {
+                return Started::Done(ApiError::Overloaded.into());
+            }
         }
         let gen = self.next_gen;
         self.next_gen += 1;
+        let hlc = self.tick(wall_ms);
         let deadline = now.saturating_add(self.config.session_ttl_ms);
-        let key = self
-            .sessions
-            .insert(Session::new(pair.clone(), side, gen, secret, deadline));
+        let key =
+            self.sessions
+                .insert(Session::new(pair.clone(), side, gen, secret, deadline, hlc));
         // Slab keys stay below max_sessions, which config bounds far below u32.
         let key = u32::try_from(key).expect("slab key fits u32: max_sessions is bounded");
         self.registry.insert((pair.clone(), side), key);
         self.timers.insert(deadline, key);
 
-        // Registered first, then look up: of two sides joining at once, at
-        // least one finds the other.
-        let peer_online = match self.registry.get(&(pair.clone(), side.peer())) {
-            Some(&peer_key) => {
-                self.stats.lookups_local += 1;
-                self.link(now, key, peer_key);
-                true
-            }
-            None => {
-                self.stats.lookups_miss += 1;
-                false
-            }
+        // Registered first, then looked up: of two sides joining at once,
+        // at least one finds the other.
+        if let Some(&peer_key) = self.registry.get(&(pair.clone(), side.peer())) {
+            self.link_local(now, key, peer_key);
+        }
+        let up: Vec<u16> = (1..=self.peers.len() as u16)
+            .filter(|&p| self.is_peer_up(p))
+            .collect();
+        if up.is_empty() {
+            self.count_lookup(key, false);
+            return Started::Done(self.join_reply(key, 201));
+        }
+        // Ask every up node at once; the answer waits for all of them or
+        // the deadline.
+        let req = self.new_req();
+        let claim = Claim {
+            handle: Handle { key, gen },
+            hlc,
         };
-        Ok(Joined {
-            token: self.token(key),
-            peer_online,
-            resumed: false,
-        })
+        for &p in &up {
+            self.send_frame(
+                p,
+                Frame::Lookup {
+                    req,
+                    pair: pair.clone(),
+                    side,
+                    claim,
+                },
+            );
+        }
+        let deadline = now.saturating_add(self.config.lookup_timeout_ms);
+        self.join_deadlines.insert((deadline, req));
+        let waiter = make_waiter();
+        self.pending.insert(
+            req,
+            Pending::Join {
+                waiter,
+                key,
+                gen,
+                awaiting: up,
+                found_remote: false,
+                deadline,
+            },
+        );
+        Started::Waiting(None)
     }
 
     /// Long poll: acknowledges `after`, then answers at once or waits up to
-    /// `timeout_ms` (the default when `None`). `make_waiter` is called only
-    /// when the poll waits.
+    /// `timeout_ms` (the default when `None`).
     #[allow(clippy::too_many_arguments)]
     pub fn poll(
         &mut self,
@@ -259,12 +447,35 @@ impl<W> Node<W> {
         after: u64,
         timeout_ms: Option<Millis>,
         make_waiter: impl FnOnce() -> W,
-    ) -> Result<Polled, ApiError> {
-        let key = self.authenticate(pair, side, token)?;
+    ) -> Started {
+        match self.route(pair, side, token) {
+            Route::Local(key) => {
+                self.poll_here(now, key, after, timeout_ms, || Waiter::Local(make_waiter()))
+            }
+            Route::Remote(peer) => self.forward(
+                peer,
+                pair,
+                side,
+                token,
+                ForwardOp::Poll { after, timeout_ms },
+                make_waiter,
+            ),
+            Route::Refused(e) => Started::Done(e.into()),
+        }
+    }
+
+    pub(super) fn poll_here(
+        &mut self,
+        now: Millis,
+        key: u32,
+        after: u64,
+        timeout_ms: Option<Millis>,
+        make_waiter: impl FnOnce() -> Waiter<W>,
+    ) -> Started {
         self.touch(now, key);
         let session = &mut self.sessions[key as usize];
         if after > session.last_seq {
-            return Err(ApiError::BadAfter);
+            return Started::Done(ApiError::BadAfter.into());
         }
         let (events, bytes) = session.acknowledge(after);
         self.total_events -= events;
@@ -275,7 +486,7 @@ impl<W> Node<W> {
         let session = &mut self.sessions[key as usize];
         let timeout_ms = timeout_ms.unwrap_or(self.config.poll_timeout_ms);
         if !session.events.is_empty() || timeout_ms == 0 {
-            return Ok(Polled::Ready(poll_body(
+            return Started::Done(Reply::ok(poll_body(
                 session.peer.is_some(),
                 session.events.iter(),
             )));
@@ -286,28 +497,48 @@ impl<W> Node<W> {
             waiter: make_waiter(),
             id,
         });
-        let gen = session.gen;
+        let handle = PollHandle {
+            key,
+            gen: session.gen,
+            id,
+        };
         self.waiting_polls += 1;
         self.set_deadline(key, now.saturating_add(timeout_ms));
-        Ok(Polled::Waiting(PollHandle { key, gen, id }))
+        Started::Waiting(Some(CancelKey::Poll(handle)))
     }
 
-    /// The client of a waiting poll went away: forget the poll. Its session
-    /// lives on, idle from now.
-    pub fn cancel_poll(&mut self, now: Millis, handle: PollHandle) {
+    /// The client of a waiting request went away.
+    pub fn cancel(&mut self, now: Millis, key: CancelKey) {
+        match key {
+            CancelKey::Poll(handle) => {
+                self.cancel_poll(now, handle);
+            }
+            CancelKey::Forward(req) => {
+                if let Some(Pending::Forward { peer, .. }) = self.pending.remove(&req) {
+                    self.send_frame(peer, Frame::Cancel { req });
+                }
+            }
+        }
+    }
+
+    /// Forgets a waiting poll (its waiter is dropped unanswered); the
+    /// session lives on, idle from now.
+    pub(super) fn cancel_poll(&mut self, now: Millis, handle: PollHandle) -> bool {
         let Some(session) = self.sessions.get_mut(handle.key as usize) else {
-            return;
+            return false;
         };
         if session.gen != handle.gen || session.poll.as_ref().map(|p| p.id) != Some(handle.id) {
-            return;
+            return false;
         }
         session.poll = None;
         self.waiting_polls -= 1;
         self.set_deadline(handle.key, now.saturating_add(self.config.session_ttl_ms));
+        true
     }
 
     /// Sends `data` to the peer of the session. `idempotency_key` makes a
     /// retry a no-op if this session used the key in its last messages.
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
         now: Millis,
@@ -316,16 +547,94 @@ impl<W> Node<W> {
         token: &Token,
         idempotency_key: Option<&[u8]>,
         data: Box<str>,
-    ) -> Result<(), ApiError> {
-        let key = self.authenticate(pair, side, token)?;
+        make_waiter: impl FnOnce() -> W,
+    ) -> Started {
+        match self.route(pair, side, token) {
+            Route::Local(key) => self.send_here(now, key, idempotency_key, data, || {
+                Waiter::Local(make_waiter())
+            }),
+            Route::Remote(peer) => {
+                let op = ForwardOp::Send {
+                    idempotency_key: idempotency_key.map(<[u8]>::to_vec),
+                    data,
+                };
+                self.forward(peer, pair, side, token, op, make_waiter)
+            }
+            Route::Refused(e) => Started::Done(e.into()),
+        }
+    }
+
+    pub(super) fn send_here(
+        &mut self,
+        now: Millis,
+        key: u32,
+        idempotency_key: Option<&[u8]>,
+        data: Box<str>,
+        make_waiter: impl FnOnce() -> Waiter<W>,
+    ) -> Started {
         self.touch(now, key);
         let session = &self.sessions[key as usize];
         if idempotency_key.is_some_and(|k| session.knows_key(k)) {
-            return Ok(());
+            return Started::Done(Reply::accepted());
         }
-        let peer = session.peer.ok_or(ApiError::PeerOffline)?;
-        let peer_key = self.local_session(peer).ok_or(ApiError::PeerOffline)?;
-        let target = &self.sessions[peer_key as usize];
+        let Some(peer) = session.peer else {
+            return Started::Done(ApiError::PeerOffline.into());
+        };
+        if peer.node != 0 {
+            // The reply waits for the peer's handler to hold the message.
+            let from = Handle {
+                key,
+                gen: session.gen,
+            };
+            let req = self.new_req();
+            let to = Handle {
+                key: peer.key,
+                gen: peer.gen,
+            };
+            let waiter = make_waiter();
+            let idempotency_key = idempotency_key.map(Box::from);
+            self.pending.insert(
+                req,
+                Pending::Deliver {
+                    waiter,
+                    peer: peer.node,
+                    key,
+                    gen: from.gen,
+                    idempotency_key,
+                },
+            );
+            self.send_frame(
+                peer.node,
+                Frame::Deliver {
+                    req,
+                    from,
+                    to,
+                    data,
+                },
+            );
+            return Started::Waiting(None);
+        }
+        let Some(peer_key) = self.local_session(peer) else {
+            return Started::Done(ApiError::PeerOffline.into());
+        };
+        if let Err(e) = self.accept_message(now, peer_key, data) {
+            return Started::Done(e.into());
+        }
+        if let Some(k) = idempotency_key {
+            self.sessions[key as usize].remember_key(k);
+        }
+        Started::Done(Reply::accepted())
+    }
+
+    /// Puts a message into a local session's buffer, if its limits and the
+    /// node's allow.
+    pub(super) fn accept_message(
+        &mut self,
+        now: Millis,
+        key: u32,
+        data: Box<str>,
+    ) -> Result<(), ApiError> {
+        let target = &self.sessions[key as usize];
         if target.data_bytes >= self.config.max_session_buffer
             || target.events.len() >= SESSION_EVENTS_MAX
             || self.total_data_bytes >= self.config.max_total_buffer
@@ -333,11 +642,8 @@ impl<W> Node<W> {
         {
             return Err(ApiError::PeerBusy);
         }
-        self.deliver(now, peer_key, EventKind::Message(data));
+        self.deliver(now, key, EventKind::Message(data));
         self.stats.messages_relayed += 1;
-        if let Some(k) = idempotency_key {
-            self.sessions[key as usize].remember_key(k);
-        }
         Ok(())
     }
 
@@ -349,13 +655,22 @@ impl<W> Node<W> {
         pair: &PairId,
         side: Side,
         token: &Token,
-    ) -> Result<(), ApiError> {
-        let key = self.authenticate(pair, side, token)?;
-        self.end(now, key, Reason::Left);
-        Ok(())
+        make_waiter: impl FnOnce() -> W,
+    ) -> Started {
+        match self.route(pair, side, token) {
+            Route::Local(key) => {
+                self.end(now, key, Reason::Left, false);
+                Started::Done(Reply::no_content())
+            }
+            Route::Remote(peer) => {
+                self.forward(peer, pair, side, token, ForwardOp::Leave, make_waiter)
+            }
+            Route::Refused(e) => Started::Done(e.into()),
+        }
     }
 
-    /// Answers polls whose timeout passed and ends sessions idle for the TTL.
+    /// Answers polls whose timeout passed, ends sessions idle for the TTL,
+    /// and completes joins whose lookups ran out of time.
     pub fn handle_timeout(&mut self, now: Millis) {
         while let Some((at, key)) = self.timers.pop_due(now) {
             let Some(session) = self.sessions.get_mut(key as usize) else {
@@ -372,8 +687,15 @@ impl<W> Node<W> {
             } else if session.poll.is_some() {
                 self.answer_poll(now, key);
             } else {
-                self.end(now, key, Reason::Expired);
+                self.end(now, key, Reason::Expired, false);
             }
+        }
+        while let Some(&(at, req)) = self.join_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.join_deadlines.pop_first();
+            self.complete_join(req);
         }
     }
 
@@ -382,19 +704,46 @@ impl<W> Node<W> {
     pub fn drain(&mut self, now: Millis) {
         self.draining = true;
         let keys: Vec<u32> = self.sessions.iter().map(|(k, _)| k as u32).collect();
+        // Both sessions of a local pair end together: each is told the
+        // other's `shutdown` first, so their clients hear the same thing.
+        for &key in &keys {
+            let Some(peer) = self.sessions[key as usize].peer.filter(|p| p.node == 0) else {
+                continue;
+            };
+            self.sessions[key as usize].peer = None;
+            if self.local_session(peer).is_some() {
+                self.deliver(now, key, EventKind::PeerOffline(Reason::Shutdown));
+            }
+        }
         for key in keys {
             if self.sessions.contains(key as usize) {
-                self.end(now, key, Reason::Shutdown);
+                self.end(now, key, Reason::Shutdown, false);
             }
         }
     }
 
-    /// The key of the live session `token` names for `pair` and `side`.
-    fn authenticate(&self, pair: &PairId, side: Side, token: &Token) -> Result<u32, ApiError> {
-        if token.node != self.config.name {
-            // No other nodes yet: a token of another node names no session.
-            return Err(ApiError::NoSession);
+    /// Where a token's session lives.
+    fn route(&self, pair: &PairId, side: Side, token: &Token) -> Route {
+        if token.node == self.config.name {
+            return match self.authenticate(pair, side, token) {
+                Ok(key) => Route::Local(key),
+                Err(e) => Route::Refused(e),
+            };
         }
+        match self.peer_index(&token.node) {
+            Some(peer) if self.is_peer_up(peer) => Route::Remote(peer),
+            Some(_) => Route::Refused(ApiError::Unavailable),
+            None => Route::Refused(ApiError::NoSession),
+        }
+    }
+
+    /// The key of the live local session `token` names for `pair` and `side`.
+    pub(super) fn authenticate(
+        &self,
+        pair: &PairId,
+        side: Side,
+        token: &Token,
+    ) -> Result<u32, ApiError> {
         let session = self
             .sessions
             .get(token.key as usize)
@@ -416,23 +765,47 @@ impl<W> Node<W> {
             && token.gen == session.gen
     }
 
-    fn token(&self, key: u32) -> Token {
+    /// Whether `token` is the token of any live session on this node.
+    pub(super) fn owns_any(&self, token: &Token) -> bool {
+        self.sessions.contains(token.key as usize) && self.owns(token, token.key)
+    }
+
+    pub(super) fn join_reply(&self, key: u32, status: u16) -> Reply {
         let session = &self.sessions[key as usize];
-        Token {
+        let token = Token {
             node: self.config.name.clone(),
             key,
             gen: session.gen,
             secret: session.secret,
+        };
+        let body = join_body(
+            &session.pair,
+            session.side,
+            &token,
+            session.peer.is_some(),
+            self.config.poll_timeout_ms,
+            self.config.session_ttl_ms,
+        );
+        Reply { status, body }
+    }
+
+    /// Counts a finished join's lookup by where the peer was found.
+    pub(super) fn count_lookup(&mut self, key: u32, found_remote: bool) {
+        match self.sessions[key as usize].peer {
+            Some(peer) if peer.node == 0 => self.stats.lookups_local += 1,
+            Some(_) => self.stats.lookups_remote += 1,
+            None if found_remote => self.stats.lookups_remote += 1,
+            None => self.stats.lookups_miss += 1,
         }
     }
 
     /// The key of the live local session at `addr`.
-    fn local_session(&self, addr: Addr) -> Option<u32> {
+    pub(super) fn local_session(&self, addr: Addr) -> Option<u32> {
         let session = self.sessions.get(addr.key as usize)?;
         (addr.node == 0 && session.gen == addr.gen).then_some(addr.key)
     }
 
-    fn addr(&self, key: u32) -> Addr {
+    pub(super) fn addr(&self, key: u32) -> Addr {
         Addr {
             node: 0,
             key,
@@ -440,17 +813,74 @@ impl<W> Node<W> {
         }
     }
 
-    /// Links two handlers; each gets `peer_online`, the newer one first.
-    fn link(&mut self, now: Millis, key: u32, peer_key: u32) {
+    /// Links two local handlers; each gets `peer_online`, the newer first.
+    fn link_local(&mut self, now: Millis, key: u32, peer_key: u32) {
         let (addr, peer_addr) = (self.addr(key), self.addr(peer_key));
-        self.sessions[key as usize].peer = Some(peer_addr);
-        self.sessions[peer_key as usize].peer = Some(addr);
-        self.deliver(now, key, EventKind::PeerOnline);
-        self.deliver(now, peer_key, EventKind::PeerOnline);
+        let (hlc, peer_hlc) = (
+            self.sessions[key as usize].hlc,
+            self.sessions[peer_key as usize].hlc,
+        );
+        // The peer may be linked to another claim to our side (on another
+        // node): only the winning claim takes it over.
+        if self.offer_link(now, peer_key, addr, hlc) {
+            self.offer_link(now, key, peer_addr, peer_hlc);
+        }
+    }
+
+    /// Offers session `key` a peer handler `candidate` whose claim is
+    /// `candidate_hlc`. An unlinked session links (and gets `peer_online`);
+    /// a linked one switches only if the candidate's claim beats its current
+    /// peer's, which means the current one lost a conflict and is ending.
+    /// Returns whether the session is now linked to the candidate.
+    pub(super) fn offer_link(
+        &mut self,
+        now: Millis,
+        key: u32,
+        candidate: Addr,
+        candidate_hlc: u64,
+    ) -> bool {
+        let session = &self.sessions[key as usize];
+        match session.peer {
+            Some(current) if current == candidate => true,
+            Some(current) => {
+                let wins = self.claim_order(candidate, candidate_hlc)
+                    < self.claim_order(current, session.peer_hlc);
+                if wins {
+                    let session = &mut self.sessions[key as usize];
+                    session.peer = Some(candidate);
+                    session.peer_hlc = candidate_hlc;
+                }
+                wins
+            }
+            None => {
+                let session = &mut self.sessions[key as usize];
+                session.peer = Some(candidate);
+                session.peer_hlc = candidate_hlc;
+                self.deliver(now, key, EventKind::PeerOnline);
+                true
+            }
+        }
+    }
+
+    /// The order of claims: of two claims to one side, the smaller
+    /// `(hlc, node name, key)` wins, the same on every node.
+    pub(super) fn claim_order(&self, addr: Addr, hlc: u64) -> (u64, &NodeName, u32) {
+        (hlc, self.node_name(addr.node), addr.key)
+    }
+
+    /// The name of node index `node` (0 is this node).
+    pub(super) fn node_name(&self, node: u16) -> &NodeName {
+        match node {
+            0 => &self.config.name,
+            n => self
+                .peers
+                .get(n as usize - 1)
+                .map_or(&self.config.name, |p| &p.name),
+        }
     }
 
     /// Puts an event into a session's buffer and answers its waiting poll.
-    fn deliver(&mut self, now: Millis, key: u32, kind: EventKind) {
+    pub(super) fn deliver(&mut self, now: Millis, key: u32, kind: EventKind) {
         let session = &mut self.sessions[key as usize];
         session.push(kind);
         self.total_events += 1;
@@ -467,15 +897,24 @@ impl<W> Node<W> {
         };
         let body = poll_body(session.peer.is_some(), session.events.iter());
         self.waiting_polls -= 1;
-        self.outputs.push_back(Output::PollAnswered {
-            waiter: poll.waiter,
-            result: Ok(body),
-        });
+        self.answer(poll.waiter, Reply::ok(body));
         self.set_deadline(key, now.saturating_add(self.config.session_ttl_ms));
     }
 
+    /// Hands a reply to whoever waits for it.
+    pub(super) fn answer(&mut self, waiter: Waiter<W>, reply: Reply) {
+        match waiter {
+            Waiter::Local(waiter) => self.outputs.push_back(Output::Answer { waiter, reply }),
+            Waiter::Remote { peer, req } => {
+                self.remote_polls.remove(&(peer, req));
+                let Reply { status, body } = reply;
+                self.send_frame(peer, Frame::ForwardReply { req, status, body });
+            }
+        }
+    }
+
     /// An authenticated call: the session is not idle.
-    fn touch(&mut self, now: Millis, key: u32) {
+    pub(super) fn touch(&mut self, now: Millis, key: u32) {
         if self.sessions[key as usize].poll.is_none() {
             self.set_deadline(key, now.saturating_add(self.config.session_ttl_ms));
         }
@@ -485,16 +924,27 @@ impl<W> Node<W> {
         let session = &mut self.sessions[key as usize];
         session.deadline = at;
         if at < session.timer_at {
-            self.timers.remove(session.timer_at, key);
+            if session.timer_at != NO_TIMER {
+                self.timers.remove(session.timer_at, key);
+            }
             self.timers.insert(at, key);
             session.timer_at = at;
         }
     }
 
-    /// Ends a session: its poll is answered with no events, it leaves the
-    /// registry, its buffer is freed and its peer is told why.
-    fn end(&mut self, now: Millis, key: u32, reason: Reason) {
-        self.answer_poll(now, key);
+    /// Ends a session: its poll is answered (with no events, or with 404
+    /// when it lost a conflict), it leaves the registry, its buffer is freed
+    /// and its peer is told why.
+    pub(super) fn end(&mut self, now: Millis, key: u32, reason: Reason, lost_conflict: bool) {
+        if lost_conflict {
+            if let Some(poll) = self.sessions[key as usize].poll.take() {
+                self.waiting_polls -= 1;
+                self.answer(poll.waiter, ApiError::NoSession.into());
+            }
+            self.stats.conflicts_lost += 1;
+        } else {
+            self.answer_poll(now, key);
+        }
         let session = self.sessions.remove(key as usize);
         if session.timer_at != NO_TIMER {
             self.timers.remove(session.timer_at, key);
@@ -503,11 +953,79 @@ impl<W> Node<W> {
         self.total_events -= session.events.len();
         self.total_data_bytes -= session.data_bytes;
         self.stats.exits[reason.index()] += 1;
-        if let Some(peer_key) = session.peer.and_then(|peer| self.local_session(peer)) {
-            self.sessions[peer_key as usize].peer = None;
-            self.deliver(now, peer_key, EventKind::PeerOffline(reason));
+        let me = Addr {
+            node: 0,
+            key,
+            gen: session.gen,
+        };
+        match session.peer {
+            Some(peer) if peer.node == 0 => {
+                // Only a peer still linked back to us is told.
+                if let Some(peer_key) = self.local_session(peer) {
+                    if self.sessions[peer_key as usize].peer == Some(me) {
+                        self.sessions[peer_key as usize].peer = None;
+                        self.deliver(now, peer_key, EventKind::PeerOffline(reason));
+                    }
+                }
+            }
+            Some(peer) => {
+                let frame = Frame::Exit {
+                    from: Handle {
+                        key,
+                        gen: session.gen,
+                    },
+                    to: Handle {
+                        key: peer.key,
+                        gen: peer.gen,
+                    },
+                    reason,
+                };
+                self.send_frame(peer.node, frame);
+            }
+            None => {}
         }
     }
+
+    /// Queues a frame for a node that is up; frames for a down node are
+    /// dropped (its coming back triggers a resync instead).
+    pub(super) fn send_frame(&mut self, peer: u16, frame: Frame) {
+        if self.is_peer_up(peer) {
+            self.outputs.push_back(Output::Send { peer, frame });
+        }
+    }
+
+    /// A fresh request id.
+    pub(super) fn new_req(&mut self) -> u64 {
+        let req = self.next_req;
+        self.next_req += 1;
+        req
+    }
+
+    /// Advances the hybrid logical clock for a local event.
+    pub(super) fn tick(&mut self, wall_ms: Millis) -> u64 {
+        self.hlc = (self.hlc + 1).max(wall_ms);
+        self.hlc
+    }
+
+    /// The node index of a peer's name.
+    pub fn peer_index(&self, name: &NodeName) -> Option<u16> {
+        self.peers
+            .iter()
+            .position(|p| p.name == *name)
+            .map(|i| i as u16 + 1)
+    }
+
+    /// Whether node index `peer` is a peer that is up.
+    pub fn is_peer_up(&self, peer: u16) -> bool {
+        peer >= 1 && self.peers.get(peer as usize - 1).is_some_and(|p| p.up)
+    }
+}
+
+/// Where a request for a session goes.
+enum Route {
+    Local(u32),
+    Remote(u16),
+    Refused(ApiError),
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Unit tests of the node core: every rule of API.md §2 that the core owns,
-//! driven with explicit times and no IO.
+//! Unit tests of the node core on a single node: every rule of API.md §2
+//! that the core owns, driven with explicit times and no IO.
 
 use super::*;
 use crate::proto::ids::parse_node_name;
@@ -9,8 +9,10 @@ type TestNode = Node<u32>;
 fn config() -> NodeConfig {
     NodeConfig {
         name: parse_node_name("n1").unwrap(),
+        peers: Vec::new(),
         session_ttl_ms: 60_000,
         poll_timeout_ms: 25_000,
+        lookup_timeout_ms: 1_000,
         max_sessions: 100,
         max_session_buffer: 100,
         max_total_buffer: 250,
@@ -26,14 +28,54 @@ fn secret(n: u8) -> [u8; 16] {
     [n; 16]
 }
 
-fn join(node: &mut TestNode, now: Millis, p: &str, side: Side, n: u8) -> Joined {
-    node.join(now, &pair(p), side, None, secret(n)).unwrap()
+/// The status and body text of an immediate answer.
+fn done(started: Started) -> (u16, String) {
+    match started {
+        Started::Done(r) => (r.status, String::from_utf8(r.body).unwrap()),
+        other => panic!("expected an answer, got {other:?}"),
+    }
 }
 
-fn answers(node: &mut TestNode) -> Vec<(u32, Result<String, ApiError>)> {
+fn token_in(body: &str) -> Token {
+    let t = body
+        .split("\"session\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    Token::parse(t.as_bytes()).unwrap()
+}
+
+/// Joins and returns (status, token, peer online).
+fn join_with(
+    node: &mut TestNode,
+    now: Millis,
+    p: &str,
+    side: Side,
+    auth: Option<&Token>,
+    n: u8,
+) -> (u16, Option<Token>, bool) {
+    let (status, body) = done(node.join(now, now, &pair(p), side, auth, secret(n), || 0));
+    let token = body.contains("\"session\"").then(|| token_in(&body));
+    (status, token, body.contains("\"peer\":\"online\""))
+}
+
+fn join(node: &mut TestNode, now: Millis, p: &str, side: Side, n: u8) -> Token {
+    let (status, token, _) = join_with(node, now, p, side, None, n);
+    assert_eq!(status, 201);
+    token.unwrap()
+}
+
+fn answers(node: &mut TestNode) -> Vec<(u32, u16, String)> {
     let mut out = Vec::new();
-    while let Some(Output::PollAnswered { waiter, result }) = node.poll_output() {
-        out.push((waiter, result.map(|b| String::from_utf8(b).unwrap())));
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Answer { waiter, reply } => {
+                out.push((waiter, reply.status, String::from_utf8(reply.body).unwrap()))
+            }
+            Output::Send { .. } => panic!("a single node sends no frames"),
+        }
     }
     out
 }
@@ -46,61 +88,88 @@ fn poll_now(
     t: &Token,
     after: u64,
 ) -> String {
-    match node.poll(now, &pair(p), side, t, after, Some(0), || 0) {
-        Ok(Polled::Ready(b)) => String::from_utf8(b).unwrap(),
-        other => panic!("expected an answer, got {other:?}"),
+    let (status, body) = done(node.poll(now, &pair(p), side, t, after, Some(0), || 0));
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[allow(clippy::too_many_arguments)]
+fn poll_wait(
+    node: &mut TestNode,
+    now: Millis,
+    p: &str,
+    side: Side,
+    t: &Token,
+    after: u64,
+    timeout: Option<u64>,
+    w: u32,
+) -> PollHandle {
+    match node.poll(now, &pair(p), side, t, after, timeout, || w) {
+        Started::Waiting(Some(CancelKey::Poll(h))) => h,
+        other => panic!("expected a waiting poll, got {other:?}"),
     }
+}
+
+fn send(
+    node: &mut TestNode,
+    now: Millis,
+    p: &str,
+    side: Side,
+    t: &Token,
+    key: Option<&[u8]>,
+    data: &str,
+) -> u16 {
+    done(node.send(now, &pair(p), side, t, key, data.into(), || 0)).0
+}
+
+fn leave(node: &mut TestNode, now: Millis, p: &str, side: Side, t: &Token) -> u16 {
+    done(node.leave(now, &pair(p), side, t, || 0)).0
 }
 
 #[test]
 fn join_alone_then_peer_links_both() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
-    assert!(!a.peer_online && !a.resumed);
     assert_eq!(
-        poll_now(&mut node, 1, "p", Side::A, &a.token, 0),
+        poll_now(&mut node, 1, "p", Side::A, &a, 0),
         r#"{"peer":"offline","events":[]}"#
     );
-    let b = join(&mut node, 2, "p", Side::B, 2);
-    assert!(b.peer_online);
+    let (_, b, online) = join_with(&mut node, 2, "p", Side::B, None, 2);
+    assert!(online);
+    let online_event = r#"{"peer":"online","events":[{"seq":1,"type":"peer_online"}]}"#;
+    assert_eq!(poll_now(&mut node, 3, "p", Side::A, &a, 0), online_event);
     assert_eq!(
-        poll_now(&mut node, 3, "p", Side::A, &a.token, 0),
-        r#"{"peer":"online","events":[{"seq":1,"type":"peer_online"}]}"#
+        poll_now(&mut node, 3, "p", Side::B, &b.unwrap(), 0),
+        online_event
     );
     assert_eq!(
-        poll_now(&mut node, 3, "p", Side::B, &b.token, 0),
-        r#"{"peer":"online","events":[{"seq":1,"type":"peer_online"}]}"#
+        (node.stats().lookups_miss, node.stats().lookups_local),
+        (1, 1)
     );
-    assert_eq!(node.stats().lookups_miss, 1);
-    assert_eq!(node.stats().lookups_local, 1);
 }
 
 #[test]
 fn side_taken_and_resume() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
-    assert_eq!(
-        node.join(1, &pair("p"), Side::A, None, secret(2)),
-        Err(ApiError::SideTaken)
-    );
-    // Another live session's token does not open this side.
+    assert_eq!(join_with(&mut node, 1, "p", Side::A, None, 2).0, 409);
+    // Another live session's token opens neither a taken nor a free side.
     let other = join(&mut node, 1, "q", Side::A, 3);
     assert_eq!(
-        node.join(1, &pair("p"), Side::A, Some(&other.token), secret(4)),
-        Err(ApiError::SideTaken)
+        join_with(&mut node, 1, "p", Side::A, Some(&other), 4).0,
+        409
     );
-    let again = node
-        .join(2, &pair("p"), Side::A, Some(&a.token), secret(5))
-        .unwrap();
-    assert!(again.resumed);
-    assert_eq!(again.token, a.token);
-    // A token whose session is gone is an ordinary join elsewhere.
-    node.leave(3, &pair("q"), Side::A, &other.token).unwrap();
-    let fresh = node
-        .join(4, &pair("q"), Side::A, Some(&other.token), secret(6))
-        .unwrap();
-    assert!(!fresh.resumed);
-    assert_ne!(fresh.token, other.token);
+    assert_eq!(
+        join_with(&mut node, 1, "r", Side::A, Some(&other), 4).0,
+        409
+    );
+    let (status, again, _) = join_with(&mut node, 2, "p", Side::A, Some(&a), 5);
+    assert_eq!((status, again), (200, Some(a.clone())));
+    // A token whose session is gone is an ordinary join.
+    assert_eq!(leave(&mut node, 3, "q", Side::A, &other), 204);
+    let (status, fresh, _) = join_with(&mut node, 4, "q", Side::A, Some(&other), 6);
+    assert_eq!(status, 201);
+    assert_ne!(fresh, Some(other));
 }
 
 #[test]
@@ -108,14 +177,11 @@ fn resume_keeps_events() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
-    node.send(1, &pair("p"), Side::B, &b.token, None, "hi".into())
-        .unwrap();
-    let again = node
-        .join(2, &pair("p"), Side::A, Some(&a.token), secret(9))
-        .unwrap();
-    assert!(again.resumed && again.peer_online);
+    assert_eq!(send(&mut node, 1, "p", Side::B, &b, None, "hi"), 202);
+    let (status, _, online) = join_with(&mut node, 2, "p", Side::A, Some(&a), 9);
+    assert!(status == 200 && online);
     assert_eq!(
-        poll_now(&mut node, 3, "p", Side::A, &a.token, 0),
+        poll_now(&mut node, 3, "p", Side::A, &a, 0),
         r#"{"peer":"online","events":[{"seq":1,"type":"peer_online"},{"seq":2,"type":"message","data":"hi"}]}"#
     );
 }
@@ -124,26 +190,26 @@ fn resume_keeps_events() {
 fn tokens_name_one_session_only() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
-    let mut wrong_secret = a.token.clone();
+    let mut wrong_secret = a.clone();
     wrong_secret.secret[0] ^= 1;
-    let mut wrong_gen = a.token.clone();
+    let mut wrong_gen = a.clone();
     wrong_gen.gen += 1;
-    let mut wrong_node = a.token.clone();
-    wrong_node.node = parse_node_name("n2").unwrap();
-    for t in [&wrong_secret, &wrong_gen, &wrong_node] {
+    let mut unknown_node = a.clone();
+    unknown_node.node = parse_node_name("n2").unwrap();
+    for t in [&wrong_secret, &wrong_gen, &unknown_node] {
         assert_eq!(
-            node.poll(1, &pair("p"), Side::A, t, 0, Some(0), || 0),
-            Err(ApiError::NoSession)
+            done(node.poll(1, &pair("p"), Side::A, t, 0, Some(0), || 0)).0,
+            404
         );
     }
     // Right token, wrong pair or side.
     assert_eq!(
-        node.poll(1, &pair("q"), Side::A, &a.token, 0, Some(0), || 0),
-        Err(ApiError::NoSession)
+        done(node.poll(1, &pair("q"), Side::A, &a, 0, Some(0), || 0)).0,
+        404
     );
     assert_eq!(
-        node.poll(1, &pair("p"), Side::B, &a.token, 0, Some(0), || 0),
-        Err(ApiError::NoSession)
+        done(node.poll(1, &pair("p"), Side::B, &a, 0, Some(0), || 0)).0,
+        404
     );
 }
 
@@ -151,13 +217,13 @@ fn tokens_name_one_session_only() {
 fn reused_slot_never_answers_for_old_session() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
-    node.leave(1, &pair("p"), Side::A, &a.token).unwrap();
+    assert_eq!(leave(&mut node, 1, "p", Side::A, &a), 204);
     let again = join(&mut node, 2, "p", Side::A, 1); // same secret on purpose
-    assert_eq!(again.token.key, a.token.key);
-    assert_ne!(again.token.gen, a.token.gen);
+    assert_eq!(again.key, a.key);
+    assert_ne!(again.gen, a.gen);
     assert_eq!(
-        node.poll(3, &pair("p"), Side::A, &a.token, 0, Some(0), || 0),
-        Err(ApiError::NoSession)
+        done(node.poll(3, &pair("p"), Side::A, &a, 0, Some(0), || 0)).0,
+        404
     );
 }
 
@@ -166,18 +232,15 @@ fn waiting_poll_is_answered_by_a_message() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
-    let polled = node
-        .poll(1, &pair("p"), Side::A, &a.token, 1, None, || 7)
-        .unwrap();
-    assert!(matches!(polled, Polled::Waiting(_)));
+    poll_wait(&mut node, 1, "p", Side::A, &a, 1, None, 7);
     assert_eq!(node.polls_waiting(), 1);
-    node.send(2, &pair("p"), Side::B, &b.token, None, "x\"y".into())
-        .unwrap();
+    assert_eq!(send(&mut node, 2, "p", Side::B, &b, None, "x\"y"), 202);
     assert_eq!(
         answers(&mut node),
         vec![(
             7,
-            Ok(r#"{"peer":"online","events":[{"seq":2,"type":"message","data":"x\"y"}]}"#.into())
+            200,
+            r#"{"peer":"online","events":[{"seq":2,"type":"message","data":"x\"y"}]}"#.into()
         )]
     );
     assert_eq!(node.polls_waiting(), 0);
@@ -189,40 +252,31 @@ fn unacknowledged_events_are_delivered_again() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
-    node.send(1, &pair("p"), Side::B, &b.token, None, "m".into())
-        .unwrap();
-    let first = poll_now(&mut node, 2, "p", Side::A, &a.token, 0);
-    assert_eq!(first, poll_now(&mut node, 3, "p", Side::A, &a.token, 0));
+    send(&mut node, 1, "p", Side::B, &b, None, "m");
+    let first = poll_now(&mut node, 2, "p", Side::A, &a, 0);
+    assert_eq!(first, poll_now(&mut node, 3, "p", Side::A, &a, 0));
     assert_eq!(
-        poll_now(&mut node, 4, "p", Side::A, &a.token, 1),
+        poll_now(&mut node, 4, "p", Side::A, &a, 1),
         r#"{"peer":"online","events":[{"seq":2,"type":"message","data":"m"}]}"#
     );
     assert_eq!(
-        poll_now(&mut node, 5, "p", Side::A, &a.token, 2),
+        poll_now(&mut node, 5, "p", Side::A, &a, 2),
         r#"{"peer":"online","events":[]}"#
     );
     assert_eq!(node.buffered_bytes(), 0);
-    assert_eq!(
-        node.poll(6, &pair("p"), Side::A, &a.token, 3, Some(0), || 0),
-        Err(ApiError::BadAfter)
-    );
+    let (status, body) = done(node.poll(6, &pair("p"), Side::A, &a, 3, Some(0), || 0));
+    assert!(status == 400 && body.contains("bad_after"));
 }
 
 #[test]
 fn newer_poll_answers_older_at_once() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
-    assert!(matches!(
-        node.poll(1, &pair("p"), Side::A, &a.token, 0, None, || 1),
-        Ok(Polled::Waiting(_))
-    ));
-    assert!(matches!(
-        node.poll(2, &pair("p"), Side::A, &a.token, 0, None, || 2),
-        Ok(Polled::Waiting(_))
-    ));
+    poll_wait(&mut node, 1, "p", Side::A, &a, 0, None, 1);
+    poll_wait(&mut node, 2, "p", Side::A, &a, 0, None, 2);
     assert_eq!(
         answers(&mut node),
-        vec![(1, Ok(r#"{"peer":"offline","events":[]}"#.into()))]
+        vec![(1, 200, r#"{"peer":"offline","events":[]}"#.into())]
     );
     assert_eq!(node.polls_waiting(), 1);
 }
@@ -232,34 +286,29 @@ fn poll_times_out_then_session_expires() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
-    node.poll(10, &pair("p"), Side::A, &a.token, 1, Some(5_000), || 1)
-        .unwrap();
+    poll_wait(&mut node, 10, "p", Side::A, &a, 1, Some(5_000), 1);
     node.handle_timeout(5_009);
     assert!(answers(&mut node).is_empty());
     node.handle_timeout(5_010);
     assert_eq!(
         answers(&mut node),
-        vec![(1, Ok(r#"{"peer":"online","events":[]}"#.into()))]
+        vec![(1, 200, r#"{"peer":"online","events":[]}"#.into())]
     );
     // b keeps itself alive by polling; a goes idle and expires a TTL after
     // its poll ended.
-    node.poll(
-        60_000,
-        &pair("p"),
-        Side::B,
-        &b.token,
-        1,
-        Some(100_000),
-        || 2,
-    )
-    .unwrap();
+    poll_wait(&mut node, 60_000, "p", Side::B, &b, 1, Some(100_000), 2);
     node.handle_timeout(65_009);
     assert_eq!(node.sessions_live(), 2);
     node.handle_timeout(65_010);
     assert_eq!(node.sessions_live(), 1);
     assert_eq!(
         answers(&mut node),
-        vec![(2, Ok(r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"expired"}]}"#.into()))]
+        vec![(
+            2,
+            200,
+            r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"expired"}]}"#
+                .into()
+        )]
     );
     assert_eq!(node.stats().exits[Reason::Expired.index()], 1);
 }
@@ -268,10 +317,7 @@ fn poll_times_out_then_session_expires() {
 fn any_authenticated_call_keeps_a_session_alive() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
-    assert_eq!(
-        node.send(50_000, &pair("p"), Side::A, &a.token, None, "x".into()),
-        Err(ApiError::PeerOffline)
-    );
+    assert_eq!(send(&mut node, 50_000, "p", Side::A, &a, None, "x"), 409);
     node.handle_timeout(60_000);
     assert_eq!(node.sessions_live(), 1);
     node.handle_timeout(110_000);
@@ -282,12 +328,8 @@ fn any_authenticated_call_keeps_a_session_alive() {
 fn cancelled_poll_leaves_session_idle() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
-    let Ok(Polled::Waiting(h)) =
-        node.poll(0, &pair("p"), Side::A, &a.token, 0, Some(120_000), || 1)
-    else {
-        panic!()
-    };
-    node.cancel_poll(1_000, h);
+    let h = poll_wait(&mut node, 0, "p", Side::A, &a, 0, Some(120_000), 1);
+    node.cancel(1_000, CancelKey::Poll(h));
     assert_eq!(node.polls_waiting(), 0);
     node.handle_timeout(61_000);
     assert_eq!(node.sessions_live(), 0);
@@ -299,31 +341,27 @@ fn leave_answers_poll_and_tells_peer() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
-    node.poll(1, &pair("p"), Side::A, &a.token, 1, None, || 1)
-        .unwrap();
-    node.poll(1, &pair("p"), Side::B, &b.token, 1, None, || 2)
-        .unwrap();
-    node.leave(2, &pair("p"), Side::A, &a.token).unwrap();
+    poll_wait(&mut node, 1, "p", Side::A, &a, 1, None, 1);
+    poll_wait(&mut node, 1, "p", Side::B, &b, 1, None, 2);
+    assert_eq!(leave(&mut node, 2, "p", Side::A, &a), 204);
     assert_eq!(
         answers(&mut node),
         vec![
-            (1, Ok(r#"{"peer":"online","events":[]}"#.into())),
-            (2, Ok(r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"left"}]}"#.into())),
+            (1, 200, r#"{"peer":"online","events":[]}"#.into()),
+            (
+                2,
+                200,
+                r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"left"}]}"#
+                    .into()
+            ),
         ]
     );
-    assert_eq!(
-        node.leave(3, &pair("p"), Side::A, &a.token),
-        Err(ApiError::NoSession)
-    );
-    assert_eq!(
-        node.send(3, &pair("p"), Side::B, &b.token, None, "x".into()),
-        Err(ApiError::PeerOffline)
-    );
+    assert_eq!(leave(&mut node, 3, "p", Side::A, &a), 404);
+    assert_eq!(send(&mut node, 3, "p", Side::B, &b, None, "x"), 409);
     // The peer comes back: both are told.
-    let a2 = join(&mut node, 4, "p", Side::A, 3);
-    assert!(a2.peer_online);
+    assert!(join_with(&mut node, 4, "p", Side::A, None, 3).2);
     assert_eq!(
-        poll_now(&mut node, 5, "p", Side::B, &b.token, 2),
+        poll_now(&mut node, 5, "p", Side::B, &b, 2),
         r#"{"peer":"online","events":[{"seq":3,"type":"peer_online"}]}"#
     );
 }
@@ -335,82 +373,33 @@ fn buffers_are_bounded_and_refusals_lose_nothing() {
     let b = join(&mut node, 0, "p", Side::B, 2);
     let forty = "x".repeat(40);
     for _ in 0..3 {
-        node.send(
-            1,
-            &pair("p"),
-            Side::B,
-            &b.token,
-            None,
-            forty.as_str().into(),
-        )
-        .unwrap();
+        assert_eq!(send(&mut node, 1, "p", Side::B, &b, None, &forty), 202);
     }
     // 120 bytes reached the per-session limit.
-    assert_eq!(
-        node.send(1, &pair("p"), Side::B, &b.token, None, "y".into()),
-        Err(ApiError::PeerBusy)
-    );
+    assert_eq!(send(&mut node, 1, "p", Side::B, &b, None, "y"), 429);
     // Acknowledging frees room.
-    poll_now(&mut node, 2, "p", Side::A, &a.token, 3);
-    node.send(3, &pair("p"), Side::B, &b.token, None, "y".into())
-        .unwrap();
+    poll_now(&mut node, 2, "p", Side::A, &a, 3);
+    assert_eq!(send(&mut node, 3, "p", Side::B, &b, None, "y"), 202);
 
     // The node-wide limit: other pairs fill it.
     let c = join(&mut node, 0, "q", Side::A, 3);
     let d = join(&mut node, 0, "q", Side::B, 4);
     for _ in 0..3 {
-        node.send(
-            4,
-            &pair("q"),
-            Side::B,
-            &d.token,
-            None,
-            forty.as_str().into(),
-        )
-        .unwrap();
+        assert_eq!(send(&mut node, 4, "q", Side::B, &d, None, &forty), 202);
     }
-    let e = join(&mut node, 0, "r", Side::A, 5);
+    let _e = join(&mut node, 0, "r", Side::A, 5);
     let f = join(&mut node, 0, "r", Side::B, 6);
-    node.send(
-        5,
-        &pair("r"),
-        Side::B,
-        &f.token,
-        None,
-        forty.as_str().into(),
-    )
-    .unwrap();
-    node.send(
-        5,
-        &pair("r"),
-        Side::B,
-        &f.token,
-        None,
-        forty.as_str().into(),
-    )
-    .unwrap();
-    assert_eq!(node.buffered_bytes(), 40 + 1 + 120 + 80);
-    node.send(
-        5,
-        &pair("r"),
-        Side::B,
-        &f.token,
-        None,
-        forty.as_str().into(),
-    )
-    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(send(&mut node, 5, "r", Side::B, &f, None, &forty), 202);
+    }
     // 281 bytes reached the node's 250: a send to an empty session is refused.
     let _g = join(&mut node, 0, "s", Side::A, 7);
     let h = join(&mut node, 0, "s", Side::B, 8);
-    assert_eq!(
-        node.send(5, &pair("s"), Side::B, &h.token, None, "z".into()),
-        Err(ApiError::PeerBusy)
-    );
+    assert_eq!(node.buffered_bytes(), 41 + 120 + 120);
+    assert_eq!(send(&mut node, 5, "s", Side::B, &h, None, "z"), 429);
     // Acknowledging anywhere frees node-wide room.
-    poll_now(&mut node, 6, "q", Side::A, &c.token, 4);
-    node.send(7, &pair("s"), Side::B, &h.token, None, "z".into())
-        .unwrap();
-    let _ = e;
+    poll_now(&mut node, 6, "q", Side::A, &c, 4);
+    assert_eq!(send(&mut node, 7, "s", Side::B, &h, None, "z"), 202);
 }
 
 #[test]
@@ -418,14 +407,20 @@ fn idempotent_retries_are_not_delivered_twice() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
-    node.send(1, &pair("p"), Side::B, &b.token, Some(b"k1"), "once".into())
-        .unwrap();
-    node.send(2, &pair("p"), Side::B, &b.token, Some(b"k1"), "once".into())
-        .unwrap();
-    node.send(3, &pair("p"), Side::B, &b.token, Some(b"k2"), "two".into())
-        .unwrap();
     assert_eq!(
-        poll_now(&mut node, 4, "p", Side::A, &a.token, 1),
+        send(&mut node, 1, "p", Side::B, &b, Some(b"k1"), "once"),
+        202
+    );
+    assert_eq!(
+        send(&mut node, 2, "p", Side::B, &b, Some(b"k1"), "once"),
+        202
+    );
+    assert_eq!(
+        send(&mut node, 3, "p", Side::B, &b, Some(b"k2"), "two"),
+        202
+    );
+    assert_eq!(
+        poll_now(&mut node, 4, "p", Side::A, &a, 1),
         r#"{"peer":"online","events":[{"seq":2,"type":"message","data":"once"},{"seq":3,"type":"message","data":"two"}]}"#
     );
     assert_eq!(node.stats().messages_relayed, 2);
@@ -436,14 +431,12 @@ fn refused_send_does_not_burn_its_key() {
     let mut node = TestNode::new(config());
     let _a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
-    let big = "x".repeat(100);
-    node.send(1, &pair("p"), Side::B, &b.token, None, big.into())
-        .unwrap();
     assert_eq!(
-        node.send(1, &pair("p"), Side::B, &b.token, Some(b"k"), "y".into()),
-        Err(ApiError::PeerBusy)
+        send(&mut node, 1, "p", Side::B, &b, None, &"x".repeat(100)),
+        202
     );
-    assert!(!node.sessions[b.token.key as usize].knows_key(b"k"));
+    assert_eq!(send(&mut node, 1, "p", Side::B, &b, Some(b"k"), "y"), 429);
+    assert!(!node.sessions[b.key as usize].knows_key(b"k"));
 }
 
 #[test]
@@ -453,34 +446,25 @@ fn session_limit() {
     let mut node = TestNode::new(cfg);
     join(&mut node, 0, "p", Side::A, 1);
     join(&mut node, 0, "p", Side::B, 2);
-    assert_eq!(
-        node.join(0, &pair("q"), Side::A, None, secret(3)),
-        Err(ApiError::Overloaded)
-    );
+    assert_eq!(join_with(&mut node, 0, "q", Side::A, None, 3).0, 503);
 }
 
 #[test]
-fn drain_tells_everyone_shutdown() {
+fn drain_tells_both_sides_shutdown() {
     let mut node = TestNode::new(config());
     let a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
-    node.poll(1, &pair("p"), Side::A, &a.token, 1, None, || 1)
-        .unwrap();
-    node.poll(1, &pair("p"), Side::B, &b.token, 1, None, || 2)
-        .unwrap();
+    poll_wait(&mut node, 1, "p", Side::A, &a, 1, None, 1);
+    poll_wait(&mut node, 1, "p", Side::B, &b, 1, None, 2);
     node.drain(2);
-    let got = answers(&mut node);
-    assert_eq!(got.len(), 2);
-    // Whichever ended first, its peer's poll carried `shutdown`.
-    assert!(got
-        .iter()
-        .any(|(_, r)| r.as_ref().unwrap().contains(r#""reason":"shutdown""#)));
-    assert_eq!(node.sessions_live(), 0);
-    assert_eq!(node.polls_waiting(), 0);
+    let shutdown =
+        r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"shutdown"}]}"#;
     assert_eq!(
-        node.join(3, &pair("x"), Side::A, None, secret(3)),
-        Err(ApiError::ShuttingDown)
+        answers(&mut node),
+        vec![(1, 200, shutdown.into()), (2, 200, shutdown.into())]
     );
+    assert_eq!((node.sessions_live(), node.polls_waiting()), (0, 0));
+    assert_eq!(join_with(&mut node, 3, "x", Side::A, None, 3).0, 503);
 }
 
 #[test]
@@ -492,13 +476,32 @@ fn empty_messages_are_bounded_by_count() {
     let _a = join(&mut node, 0, "p", Side::A, 1);
     let b = join(&mut node, 0, "p", Side::B, 2);
     let mut sent = 0;
-    while node
-        .send(1, &pair("p"), Side::B, &b.token, None, "".into())
-        .is_ok()
-    {
+    while send(&mut node, 1, "p", Side::B, &b, None, "") == 202 {
         sent += 1;
         assert!(sent <= crate::limits::SESSION_EVENTS_MAX);
     }
     // The peer_online event counts too.
     assert_eq!(sent + 1, crate::limits::SESSION_EVENTS_MAX);
+}
+
+#[test]
+fn join_leave_loops_cannot_flood_a_session() {
+    let mut cfg = config();
+    cfg.max_sessions = 10;
+    let mut node = TestNode::new(cfg);
+    let _a = join(&mut node, 0, "p", Side::A, 1);
+    let mut refused = false;
+    for i in 0..(crate::limits::SESSION_EVENTS_MAX as u64) {
+        let (status, token, _) = join_with(&mut node, i, "p", Side::B, None, 2);
+        if status == 503 {
+            refused = true;
+            break;
+        }
+        assert_eq!(leave(&mut node, i, "p", Side::B, &token.unwrap()), 204);
+    }
+    assert!(
+        refused,
+        "joins must be refused once side a holds too many events"
+    );
+    assert!(node.sessions[0].events.len() <= crate::limits::SESSION_EVENTS_MAX + 1);
 }

@@ -55,6 +55,11 @@ pub struct Session<W> {
     pub timer_at: Millis,
     /// The linked peer handler; `Some` means the peer is online.
     pub peer: Option<Addr>,
+    /// The linked peer's claim (hybrid logical clock at its join).
+    pub peer_hlc: u64,
+    /// This session's claim to its side: the hybrid logical clock at its
+    /// join. Of two claims to one side, the smaller `(hlc, node, key)` wins.
+    pub hlc: u64,
     /// Idempotency keys of the last messages sent, oldest first. Allocated
     /// only when a client uses keys.
     pub idempotency_keys: VecDeque<Box<[u8]>>,
@@ -68,6 +73,7 @@ impl<W> Session<W> {
         gen: u64,
         secret: [u8; SECRET_BYTES],
         deadline: Millis,
+        hlc: u64,
     ) -> Self {
         Session {
             pair,
@@ -81,6 +87,8 @@ impl<W> Session<W> {
             deadline,
             timer_at: deadline,
             peer: None,
+            peer_hlc: 0,
+            hlc,
             idempotency_keys: VecDeque::new(),
         }
     }
@@ -131,7 +139,7 @@ mod tests {
     use super::*;
 
     fn session() -> Session<()> {
-        Session::new(PairId::try_from("p").unwrap(), Side::A, 1, [0; 16], 0)
+        Session::new(PairId::try_from("p").unwrap(), Side::A, 1, [0; 16], 0, 0)
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use super::waiter::{Answer, Wait};
 use super::Shared;
 use crate::api::{self, Handled};
-use crate::core::PollHandle;
+use crate::core::CancelKey;
 use crate::limits::{IDLE_BUFFER_BYTES_MAX, PIPELINE_BYTES_MAX, READ_CHUNK_BYTES};
 use crate::proto::http::{Framer, HttpError, Method, Progress, Request};
 use crate::proto::response::{self, Cors, Response};
@@ -173,7 +173,7 @@ impl Conn {
     /// Waits for a poll's answer while watching the socket: bytes of a
     /// pipelined request are kept (up to a bound), a closed socket cancels
     /// the poll. `None` when the client went away.
-    async fn wait_poll(&mut self, handle: PollHandle, mut wait: Wait) -> Option<Response> {
+    async fn wait_poll(&mut self, cancel: Option<CancelKey>, mut wait: Wait) -> Option<Response> {
         enum Woke {
             Answer(Option<Answer>),
             Read(io::Result<usize>),
@@ -190,13 +190,15 @@ impl Conn {
             })
             .await;
             match woke {
-                Woke::Answer(Some(answer)) => return Some(api::poll_answer(answer)),
+                Woke::Answer(Some(answer)) => return Some(api::reply_response(answer)),
                 Woke::Answer(None) => {
                     return Some(Response::error(500, "internal", "the poll was dropped"))
                 }
                 Woke::Read(Ok(n)) if n > 0 => continue,
                 Woke::Read(_) => {
-                    self.shared.cancel_poll(handle);
+                    if let Some(key) = cancel {
+                        self.shared.cancel(key);
+                    }
                     return None;
                 }
             }

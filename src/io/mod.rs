@@ -17,7 +17,7 @@ pub use shared::Shared;
 use crate::api::{Api, ApiConfig};
 use crate::config::Config;
 use crate::core::{Node, NodeConfig};
-use crate::limits::DRAIN_MS_MAX;
+use crate::limits::{DRAIN_MS_MAX, LOOKUP_TIMEOUT_MS};
 use crate::proto::ids;
 use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
@@ -37,6 +37,8 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::other("the node name is out of syntax"))?;
     let node = Node::new(NodeConfig {
         name,
+        peers: Vec::new(),
+        lookup_timeout_ms: LOOKUP_TIMEOUT_MS,
         session_ttl_ms: millis(config.session_ttl),
         poll_timeout_ms: millis(config.poll_timeout),
         max_sessions: config.max_sessions,
@@ -47,6 +49,7 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         node,
         ApiConfig {
             cors_origin: config.cors_origin.clone(),
+            peers: config.peers.clone(),
         },
     );
     let shared = Rc::new(Shared::new(api, config));

@@ -5,7 +5,7 @@ use super::random::RandomPool;
 use super::waiter::{self, Wait, Waiter};
 use crate::api::{Api, Handled};
 use crate::config::Config;
-use crate::core::{Millis, Output, PollHandle};
+use crate::core::{CancelKey, Millis, Output};
 use crate::limits::{HEAD_BYTES_MAX, TARGET_BYTES_MAX};
 use crate::proto::http::{self, Request};
 use smol::Timer;
@@ -70,7 +70,7 @@ impl Shared {
         let mut wait = None;
         let mut api = self.api.borrow_mut();
         let mut random = self.random.borrow_mut();
-        let handled = api.handle(now, request, &mut || random.secret(), || {
+        let handled = api.handle(now, wall_ms(), request, &mut || random.secret(), || {
             let (waiter, w) = waiter::pair();
             wait = Some(w);
             waiter
@@ -79,10 +79,10 @@ impl Shared {
         (handled, wait)
     }
 
-    /// The client of a waiting poll went away.
-    pub fn cancel_poll(&self, handle: PollHandle) {
+    /// The client of a waiting request went away.
+    pub fn cancel(&self, key: CancelKey) {
         let mut api = self.api.borrow_mut();
-        api.node.cancel_poll(self.now_ms(), handle);
+        api.node.cancel(self.now_ms(), key);
         self.after_core_call(&mut api);
     }
 
@@ -115,12 +115,17 @@ impl Shared {
         InFlight(self)
     }
 
+    fn send_to_peer(&self, peer: u16, frame: crate::cluster::frame::Frame) {
+        log::debug!("no cluster driver yet: dropping a frame for peer {peer}: {frame:?}");
+    }
+
     /// Carries out the core's outputs and wakes the timer task if the next
     /// deadline moved earlier.
     fn after_core_call(&self, api: &mut Api<Waiter>) {
         while let Some(output) = api.node.poll_output() {
             match output {
-                Output::PollAnswered { waiter, result } => waiter.answer(result),
+                Output::Answer { waiter, reply } => waiter.answer(reply),
+                Output::Send { peer, frame } => self.send_to_peer(peer, frame),
             }
         }
         if let Some(next) = api.node.next_deadline() {
@@ -131,6 +136,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, super::millis)
 }
 
 /// A request in flight; see [`Shared::in_flight`].

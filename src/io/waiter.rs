@@ -2,15 +2,15 @@
 //! poll. Everything runs on one thread, so an `Rc<RefCell<..>>` and a waker
 //! are all it takes: no atomics, one small allocation per waiting poll.
 
-use crate::core::ApiError;
+use crate::core::Reply;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-/// What a waiting poll is answered with.
-pub type Answer = Result<Vec<u8>, ApiError>;
+/// What a waiting request is answered with.
+pub type Answer = Reply;
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -80,8 +80,8 @@ mod tests {
     #[test]
     fn answer_then_drop() {
         let (waiter, wait) = pair();
-        waiter.answer(Ok(b"x".to_vec()));
-        assert_eq!(smol::block_on(wait), Some(Ok(b"x".to_vec())));
+        waiter.answer(Reply::accepted());
+        assert_eq!(smol::block_on(wait), Some(Reply::accepted()));
     }
 
     #[test]

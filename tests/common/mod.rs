@@ -43,7 +43,7 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-fn base_command(args: &[String], env: &[(String, String)], dir: &PathBuf) -> Command {
+fn base_command(args: &[String], env: &[(String, String)], dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pairlink"));
     cmd.args(args);
     // Hermetic: nothing from the caller's environment configures the server.
@@ -101,8 +101,10 @@ impl Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut all_args: Vec<String> = Vec::new();
-        let mut all_env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut all_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         match via {
             ListenVia::Flag => {
                 all_args.push("--listen".into());
@@ -115,7 +117,12 @@ impl Server {
         let child = base_command(&all_args, &all_env, &dir)
             .spawn()
             .map_err(|e| format!("spawn: {e}"))?;
-        let mut server = Server { child, addr, dir, exit: None };
+        let mut server = Server {
+            child,
+            addr,
+            dir,
+            exit: None,
+        };
         for _ in 0..HEALTH_TRIES_MAX {
             if let Some(status) = server.child.try_wait().expect("try_wait") {
                 server.exit = Some(status);
@@ -142,7 +149,13 @@ impl Server {
     }
 
     /// One request on a fresh connection.
-    pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
         self.conn().request(method, target, headers, body)
     }
 
@@ -209,8 +222,18 @@ impl Drop for Server {
         }
         if std::thread::panicking() {
             let err = self.stderr();
-            let tail: String = err.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
-            eprintln!("---- pairlink stderr (last {} chars) ----\n{tail}\n---- end ----", tail.len());
+            let tail: String = err
+                .chars()
+                .rev()
+                .take(6000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            eprintln!(
+                "---- pairlink stderr (last {} chars) ----\n{tail}\n---- end ----",
+                tail.len()
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -222,7 +245,9 @@ fn health_ok(addr: SocketAddr) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").is_err() {
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 64];
@@ -256,8 +281,13 @@ pub struct Output {
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], within: Duration) -> Output {
     let dir = scratch_dir();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let mut child = base_command(&args, &env, &dir).spawn().expect("spawn pairlink");
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut child = base_command(&args, &env, &dir)
+        .spawn()
+        .expect("spawn pairlink");
     let deadline = Instant::now() + within;
     let status = loop {
         if let Some(s) = child.try_wait().expect("try_wait") {
@@ -327,7 +357,10 @@ impl Response {
 
     /// How many times a header appears.
     pub fn header_count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
     }
 
     /// True when the `Connection` header has the `close` option.
@@ -339,7 +372,8 @@ impl Response {
 
     /// The body as UTF-8 text.
     pub fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).unwrap_or_else(|_| panic!("body is not UTF-8: {self:?}"))
+        String::from_utf8(self.body.clone())
+            .unwrap_or_else(|_| panic!("body is not UTF-8: {self:?}"))
     }
 
     /// The body parsed as strict JSON.
@@ -374,7 +408,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Builds a request: `Host: 127.0.0.1` is added unless given, and
 /// `Content-Length` when a body is given and no framing header is.
-pub fn build_request(method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Vec<u8> {
+pub fn build_request(
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Vec<u8> {
     let mut out = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     if !has("host") {
@@ -404,7 +443,10 @@ impl Conn {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn { stream, buf: Vec::new() }
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Changes the read timeout.
@@ -419,7 +461,9 @@ impl Conn {
 
     /// Writes all bytes; panics on error.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("write failed: {e}"));
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("write failed: {e}"));
     }
 
     /// Writes all bytes, returning the error if any.
@@ -450,7 +494,12 @@ impl Conn {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 Err(ReadError::Timeout(self.buf.clone()))
             }
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
                 Err(ReadError::Reset(self.buf.clone()))
             }
             Err(e) => Err(ReadError::Malformed(format!("read error: {e}"))),
@@ -482,7 +531,9 @@ impl Conn {
             .ok_or_else(|| ReadError::Malformed(format!("bad status line {status_line:?}")))?;
         let reason = parts.next().unwrap_or("").to_string();
         if version != "HTTP/1.1" && version != "HTTP/1.0" {
-            return Err(ReadError::Malformed(format!("bad status line {status_line:?}")));
+            return Err(ReadError::Malformed(format!(
+                "bad status line {status_line:?}"
+            )));
         }
         let mut headers = Vec::new();
         for line in lines {
@@ -495,15 +546,26 @@ impl Conn {
             headers.push((n.to_string(), v.trim_matches([' ', '\t']).to_string()));
         }
         self.buf.drain(..head_end);
-        let mut resp = Response { version, status, reason, headers, body: Vec::new(), raw_head };
+        let mut resp = Response {
+            version,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+            raw_head,
+        };
         if (100..200).contains(&status) || status == 204 || status == 304 {
             return Ok(resp);
         }
         if resp.header("transfer-encoding").is_some() {
-            return Err(ReadError::Malformed(format!("unexpected Transfer-Encoding in response: {resp:?}")));
+            return Err(ReadError::Malformed(format!(
+                "unexpected Transfer-Encoding in response: {resp:?}"
+            )));
         }
         if resp.header_count("content-length") > 1 {
-            return Err(ReadError::Malformed(format!("several Content-Length: {resp:?}")));
+            return Err(ReadError::Malformed(format!(
+                "several Content-Length: {resp:?}"
+            )));
         }
         match resp.header("content-length") {
             Some(cl) => {
@@ -546,7 +608,13 @@ impl Conn {
     }
 
     /// Writes a request and reads its response.
-    pub fn request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    pub fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
         self.send(&build_request(method, target, headers, body));
         self.read_response()
     }
@@ -600,11 +668,21 @@ impl Conn {
 
     /// Asserts that nothing arrives and the connection stays open for `d`.
     pub fn expect_silent(&mut self, d: Duration) {
-        assert!(self.buf.is_empty(), "unexpected buffered bytes: {:?}", String::from_utf8_lossy(&self.buf));
+        assert!(
+            self.buf.is_empty(),
+            "unexpected buffered bytes: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
         match self.read_until_closed(d) {
             Err(bytes) if bytes.is_empty() => {}
-            Err(bytes) => panic!("expected silence, got {:?}", String::from_utf8_lossy(&bytes)),
-            Ok(bytes) => panic!("expected the connection to stay open, it closed (bytes {:?})", String::from_utf8_lossy(&bytes)),
+            Err(bytes) => panic!(
+                "expected silence, got {:?}",
+                String::from_utf8_lossy(&bytes)
+            ),
+            Ok(bytes) => panic!(
+                "expected the connection to stay open, it closed (bytes {:?})",
+                String::from_utf8_lossy(&bytes)
+            ),
         }
     }
 }
@@ -612,9 +690,17 @@ impl Conn {
 /// A readable description of a read error.
 pub fn describe(e: &ReadError) -> String {
     match e {
-        ReadError::Timeout(b) => format!("timed out; bytes so far {:?}", String::from_utf8_lossy(b)),
-        ReadError::Closed(b) => format!("connection closed; bytes so far {:?}", String::from_utf8_lossy(b)),
-        ReadError::Reset(b) => format!("connection reset; bytes so far {:?}", String::from_utf8_lossy(b)),
+        ReadError::Timeout(b) => {
+            format!("timed out; bytes so far {:?}", String::from_utf8_lossy(b))
+        }
+        ReadError::Closed(b) => format!(
+            "connection closed; bytes so far {:?}",
+            String::from_utf8_lossy(b)
+        ),
+        ReadError::Reset(b) => format!(
+            "connection reset; bytes so far {:?}",
+            String::from_utf8_lossy(b)
+        ),
         ReadError::Malformed(m) => format!("malformed response: {m}"),
     }
 }
@@ -651,7 +737,11 @@ impl Json {
     /// strings, valid escapes, no duplicate keys, nothing after the value.
     pub fn parse(bytes: &[u8]) -> Result<Json, String> {
         std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-        let mut p = Parser { s: bytes, i: 0, depth: 0 };
+        let mut p = Parser {
+            s: bytes,
+            i: 0,
+            depth: 0,
+        };
         p.ws();
         let v = p.value()?;
         p.ws();
@@ -692,7 +782,9 @@ impl Json {
     /// The non-negative integer member `key`.
     pub fn u64(&self, key: &str) -> u64 {
         match self.get(key) {
-            Some(Json::Num(n)) => n.parse().unwrap_or_else(|_| panic!("member {key:?} is not an unsigned integer: {n}")),
+            Some(Json::Num(n)) => n
+                .parse()
+                .unwrap_or_else(|_| panic!("member {key:?} is not an unsigned integer: {n}")),
             other => panic!("member {key:?} is not a number ({other:?}) in {self:?}"),
         }
     }
@@ -722,7 +814,11 @@ impl<'a> Parser<'a> {
             self.i += lit.len();
             Ok(())
         } else {
-            Err(format!("expected {:?} at {}", String::from_utf8_lossy(lit), self.i))
+            Err(format!(
+                "expected {:?} at {}",
+                String::from_utf8_lossy(lit),
+                self.i
+            ))
         }
     }
 
@@ -739,7 +835,11 @@ impl<'a> Parser<'a> {
             Some(b'f') => self.eat(b"false").map(|_| Json::Bool(false)),
             Some(b'n') => self.eat(b"null").map(|_| Json::Null),
             Some(b'-' | b'0'..=b'9') => self.number(),
-            other => Err(format!("unexpected {:?} at {}", other.map(char::from), self.i)),
+            other => Err(format!(
+                "unexpected {:?} at {}",
+                other.map(char::from),
+                self.i
+            )),
         };
         self.depth -= 1;
         v
@@ -837,7 +937,9 @@ impl<'a> Parser<'a> {
                 self.i += 1;
             }
         }
-        Ok(Json::Num(String::from_utf8(self.s[start..self.i].to_vec()).unwrap()))
+        Ok(Json::Num(
+            String::from_utf8(self.s[start..self.i].to_vec()).unwrap(),
+        ))
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
@@ -879,7 +981,8 @@ impl<'a> Parser<'a> {
                         b'u' => {
                             let hi = self.hex4()?;
                             let cp = if (0xD800..0xDC00).contains(&hi) {
-                                self.eat(b"\\u").map_err(|_| "lone high surrogate".to_string())?;
+                                self.eat(b"\\u")
+                                    .map_err(|_| "lone high surrogate".to_string())?;
                                 let lo = self.hex4()?;
                                 if !(0xDC00..0xE000).contains(&lo) {
                                     return Err("bad low surrogate".into());
@@ -911,14 +1014,31 @@ impl<'a> Parser<'a> {
 /// Checks the headers every response carries (API.md §2): `Cache-Control:
 /// no-store`, and `Content-Length` matching the body on all but 204.
 pub fn assert_common_headers(r: &Response) {
-    assert_eq!(r.header("cache-control"), Some("no-store"), "Cache-Control: no-store missing: {r:?}");
-    assert_eq!(r.header_count("cache-control"), 1, "one Cache-Control: {r:?}");
+    assert_eq!(
+        r.header("cache-control"),
+        Some("no-store"),
+        "Cache-Control: no-store missing: {r:?}"
+    );
+    assert_eq!(
+        r.header_count("cache-control"),
+        1,
+        "one Cache-Control: {r:?}"
+    );
     if r.status == 204 {
-        assert!(r.header("content-length").is_none(), "204 must not carry Content-Length (RFC 9110 §8.6): {r:?}");
+        assert!(
+            r.header("content-length").is_none(),
+            "204 must not carry Content-Length (RFC 9110 §8.6): {r:?}"
+        );
         assert!(r.body.is_empty());
     } else {
-        let cl = r.header("content-length").unwrap_or_else(|| panic!("Content-Length missing: {r:?}"));
-        assert_eq!(cl, r.body.len().to_string(), "Content-Length does not match: {r:?}");
+        let cl = r
+            .header("content-length")
+            .unwrap_or_else(|| panic!("Content-Length missing: {r:?}"));
+        assert_eq!(
+            cl,
+            r.body.len().to_string(),
+            "Content-Length does not match: {r:?}"
+        );
     }
 }
 
@@ -926,9 +1046,14 @@ pub fn assert_common_headers(r: &Response) {
 pub fn assert_json(r: &Response, status: u16) -> Json {
     assert_eq!(r.status, status, "status: {r:?}");
     assert_common_headers(r);
-    let ct = r.header("content-type").unwrap_or_else(|| panic!("Content-Type missing: {r:?}"));
+    let ct = r
+        .header("content-type")
+        .unwrap_or_else(|| panic!("Content-Type missing: {r:?}"));
     let media = ct.split(';').next().unwrap().trim();
-    assert!(media.eq_ignore_ascii_case("application/json"), "Content-Type not application/json: {r:?}");
+    assert!(
+        media.eq_ignore_ascii_case("application/json"),
+        "Content-Type not application/json: {r:?}"
+    );
     r.json()
 }
 
@@ -936,7 +1061,11 @@ pub fn assert_json(r: &Response, status: u16) -> Json {
 /// status; 429 and 503 must carry a `Retry-After` in seconds.
 pub fn assert_error(r: &Response, status: u16, code: &str) {
     let j = assert_json(r, status);
-    assert_eq!(j.keys(), vec!["error".to_string(), "message".to_string()], "error body keys: {r:?}");
+    assert_eq!(
+        j.keys(),
+        vec!["error".to_string(), "message".to_string()],
+        "error body keys: {r:?}"
+    );
     assert_eq!(j.str("error"), code, "error code: {r:?}");
     assert!(!j.str("message").is_empty(), "empty error message: {r:?}");
     if status == 429 || status == 503 {
@@ -946,14 +1075,22 @@ pub fn assert_error(r: &Response, status: u16, code: &str) {
 
 /// Asserts a `Retry-After` of a whole number of seconds.
 pub fn assert_retry_after(r: &Response) {
-    let ra = r.header("retry-after").unwrap_or_else(|| panic!("Retry-After missing: {r:?}"));
-    assert!(!ra.is_empty() && ra.bytes().all(|b| b.is_ascii_digit()), "Retry-After not seconds: {r:?}");
+    let ra = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("Retry-After missing: {r:?}"));
+    assert!(
+        !ra.is_empty() && ra.bytes().all(|b| b.is_ascii_digit()),
+        "Retry-After not seconds: {r:?}"
+    );
 }
 
 /// Asserts that the response says `Connection: close` and that the server
 /// then closes the connection.
 pub fn assert_closes(c: &mut Conn, r: &Response) {
-    assert!(r.says_close(), "response after which the server closes must say Connection: close: {r:?}");
+    assert!(
+        r.says_close(),
+        "response after which the server closes must say Connection: close: {r:?}"
+    );
     c.expect_closed(Duration::from_secs(3));
 }
 
@@ -964,7 +1101,10 @@ pub fn assert_close_consistent(c: &mut Conn, r: &Response) {
         c.expect_closed(Duration::from_secs(3));
     } else {
         let h = c.request("GET", "/healthz", &[], None);
-        assert_eq!(h.status, 200, "connection kept open after {r:?} must keep serving: {h:?}");
+        assert_eq!(
+            h.status, 200,
+            "connection kept open after {r:?} must keep serving: {h:?}"
+        );
     }
 }
 
@@ -975,7 +1115,11 @@ pub fn expect_error_and_close(server: &Server, raw: &[u8], status: u16, code: &s
     c.send(raw);
     let r = match c.try_read_response() {
         Ok(r) => r,
-        Err(e) => panic!("request {:?}: expected {status} {code}, got {}", String::from_utf8_lossy(raw), describe(&e)),
+        Err(e) => panic!(
+            "request {:?}: expected {status} {code}, got {}",
+            String::from_utf8_lossy(raw),
+            describe(&e)
+        ),
     };
     assert_eq!(
         r.status,
@@ -984,7 +1128,11 @@ pub fn expect_error_and_close(server: &Server, raw: &[u8], status: u16, code: &s
         String::from_utf8_lossy(raw)
     );
     assert_error(&r, status, code);
-    assert!(r.says_close(), "request {:?}: error must say Connection: close: {r:?}", String::from_utf8_lossy(raw));
+    assert!(
+        r.says_close(),
+        "request {:?}: error must say Connection: close: {r:?}",
+        String::from_utf8_lossy(raw)
+    );
     c.expect_closed(Duration::from_secs(3));
 }
 
@@ -1058,17 +1206,27 @@ pub fn bearer(token: &str) -> String {
 pub fn assert_token_shape(token: &str, node: &str) {
     assert!(token.len() <= 128, "token longer than 128: {token}");
     assert!(
-        token.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)),
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)),
         "token has characters outside [A-Za-z0-9._~-]: {token}"
     );
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 4, "token is not node.key.gen.secret: {token}");
     assert_eq!(parts[0], node, "token's node: {token}");
-    assert!(!parts[1].is_empty() && parts[1].bytes().all(|b| b.is_ascii_digit()), "token key: {token}");
-    assert!(!parts[2].is_empty() && parts[2].bytes().all(|b| b.is_ascii_digit()), "token gen: {token}");
+    assert!(
+        !parts[1].is_empty() && parts[1].bytes().all(|b| b.is_ascii_digit()),
+        "token key: {token}"
+    );
+    assert!(
+        !parts[2].is_empty() && parts[2].bytes().all(|b| b.is_ascii_digit()),
+        "token gen: {token}"
+    );
     assert_eq!(parts[3].len(), 22, "token secret is not 22 chars: {token}");
     assert!(
-        parts[3].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        parts[3]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
         "token secret is not base64url: {token}"
     );
 }
@@ -1078,7 +1236,14 @@ pub fn check_join(r: &Response, status: u16, pair: &str, side: &str) -> Joined {
     let j = assert_json(r, status);
     assert_eq!(
         j.keys(),
-        vec!["pair", "peer", "poll_timeout_ms", "session", "session_ttl_ms", "side"],
+        vec![
+            "pair",
+            "peer",
+            "poll_timeout_ms",
+            "session",
+            "session_ttl_ms",
+            "side"
+        ],
         "join body keys: {r:?}"
     );
     assert_eq!(j.str("pair"), pair, "join pair: {r:?}");
@@ -1104,7 +1269,12 @@ pub fn join_raw(c: &mut Conn, pair: &str, side: &str, token: Option<&str>) -> Re
     if let Some(a) = &auth {
         headers.push(("Authorization", a));
     }
-    c.request("POST", &format!("/v1/pairs/{pair}/{side}"), &headers, Some(b""))
+    c.request(
+        "POST",
+        &format!("/v1/pairs/{pair}/{side}"),
+        &headers,
+        Some(b""),
+    )
 }
 
 /// A join that must create a session (201).
@@ -1132,7 +1302,11 @@ pub fn parse_poll(r: &Response) -> Poll {
                 Event::Message(seq, e.str("data").to_string())
             }
             "peer_offline" => {
-                assert_eq!(e.keys(), vec!["reason", "seq", "type"], "peer_offline keys: {r:?}");
+                assert_eq!(
+                    e.keys(),
+                    vec!["reason", "seq", "type"],
+                    "peer_offline keys: {r:?}"
+                );
                 let reason = e.str("reason").to_string();
                 assert!(
                     ["left", "expired", "node_down", "shutdown"].contains(&reason.as_str()),
@@ -1159,7 +1333,12 @@ pub fn session_path(pair: &str, side: &str, rest: &str) -> String {
 pub fn write_poll(c: &mut Conn, pair: &str, side: &str, token: &str, query: &str) {
     let auth = bearer(token);
     let target = session_path(pair, side, &format!("/events?{query}"));
-    c.send(&build_request("GET", &target, &[("Authorization", &auth)], None));
+    c.send(&build_request(
+        "GET",
+        &target,
+        &[("Authorization", &auth)],
+        None,
+    ));
 }
 
 /// A poll with a raw query string; returns the raw response.
@@ -1170,7 +1349,13 @@ pub fn poll_raw(c: &mut Conn, pair: &str, side: &str, token: &str, query: &str) 
 
 /// A poll that must succeed.
 pub fn poll(c: &mut Conn, s: &Joined, after: u64, timeout_ms: u64) -> Poll {
-    let r = poll_raw(c, &s.pair, &s.side, &s.token, &format!("after={after}&timeout_ms={timeout_ms}"));
+    let r = poll_raw(
+        c,
+        &s.pair,
+        &s.side,
+        &s.token,
+        &format!("after={after}&timeout_ms={timeout_ms}"),
+    );
     parse_poll(&r)
 }
 
@@ -1181,7 +1366,12 @@ pub fn send_raw(c: &mut Conn, s: &Joined, data: &[u8], key: Option<&str>) -> Res
     if let Some(k) = key {
         headers.push(("Idempotency-Key", k));
     }
-    c.request("POST", &session_path(&s.pair, &s.side, "/messages"), &headers, Some(data))
+    c.request(
+        "POST",
+        &session_path(&s.pair, &s.side, "/messages"),
+        &headers,
+        Some(data),
+    )
 }
 
 /// A send that must be accepted: `202 {}`.
@@ -1199,7 +1389,12 @@ pub fn assert_accepted(r: &Response) {
 /// `DELETE /v1/pairs/{pair}/{side}`.
 pub fn leave_raw(c: &mut Conn, pair: &str, side: &str, token: &str) -> Response {
     let auth = bearer(token);
-    c.request("DELETE", &session_path(pair, side, ""), &[("Authorization", &auth)], None)
+    c.request(
+        "DELETE",
+        &session_path(pair, side, ""),
+        &[("Authorization", &auth)],
+        None,
+    )
 }
 
 /// A leave that must succeed: 204.
@@ -1262,7 +1457,10 @@ impl Metrics {
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let mut it = rest.split(' ');
                 let name = it.next().unwrap().to_string();
-                let ty = it.next().unwrap_or_else(|| panic!("TYPE line without a type: {line:?}")).to_string();
+                let ty = it
+                    .next()
+                    .unwrap_or_else(|| panic!("TYPE line without a type: {line:?}"))
+                    .to_string();
                 assert!(
                     ["counter", "gauge", "histogram", "summary", "untyped"].contains(&ty.as_str()),
                     "bad TYPE: {line:?}"
@@ -1271,16 +1469,26 @@ impl Metrics {
             } else if line.starts_with('#') {
                 continue;
             } else {
-                let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
-                let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad sample value {line:?}"));
+                let (series, value) = line
+                    .rsplit_once(' ')
+                    .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+                let value: f64 = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad sample value {line:?}"));
                 let (name, labels) = match series.split_once('{') {
                     Some((n, l)) => {
-                        let l = l.strip_suffix('}').unwrap_or_else(|| panic!("bad labels {line:?}"));
+                        let l = l
+                            .strip_suffix('}')
+                            .unwrap_or_else(|| panic!("bad labels {line:?}"));
                         (n.to_string(), l.to_string())
                     }
                     None => (series.to_string(), String::new()),
                 };
-                m.samples.push(Sample { name, labels, value });
+                m.samples.push(Sample {
+                    name,
+                    labels,
+                    value,
+                });
             }
         }
         m
@@ -1304,12 +1512,18 @@ impl Metrics {
 
     /// Samples whose name contains `part`.
     pub fn matching(&self, part: &str) -> Vec<&Sample> {
-        self.samples.iter().filter(|s| s.name.contains(part)).collect()
+        self.samples
+            .iter()
+            .filter(|s| s.name.contains(part))
+            .collect()
     }
 
     /// The value of the series `name{labels}`.
     pub fn value(&self, name: &str, labels: &str) -> Option<f64> {
-        self.samples.iter().find(|s| s.name == name && s.labels == labels).map(|s| s.value)
+        self.samples
+            .iter()
+            .find(|s| s.name == name && s.labels == labels)
+            .map(|s| s.value)
     }
 }
 
@@ -1318,7 +1532,9 @@ pub fn metrics(server: &Server) -> Metrics {
     let r = server.get("/metrics");
     assert_eq!(r.status, 200, "/metrics: {r:?}");
     assert_common_headers(&r);
-    let ct = r.header("content-type").unwrap_or_else(|| panic!("/metrics without Content-Type: {r:?}"));
+    let ct = r
+        .header("content-type")
+        .unwrap_or_else(|| panic!("/metrics without Content-Type: {r:?}"));
     assert!(ct.starts_with("text/plain"), "/metrics Content-Type: {r:?}");
     Metrics::parse(&r.text())
 }

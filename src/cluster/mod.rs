@@ -1,0 +1,3 @@
+//! The node-to-node protocol, sans-IO.
+
+pub mod frame;

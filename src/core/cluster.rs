@@ -1,0 +1,557 @@
+//! The cluster's part of a node's state machine: other nodes coming and
+//! going, lookups across nodes, links and exits between handlers on
+//! different nodes, and client requests carried out on a session's home
+//! node. Frames arrive through [`Node::handle_frame`]; frames to send leave
+//! as [`Output::Send`](super::Output::Send).
+
+use super::error::ApiError;
+use super::event::{EventKind, Reason};
+use super::node::{Node, Pending, Waiter};
+use super::reply::Reply;
+use super::session::Addr;
+use super::{Millis, Started};
+use crate::cluster::frame::{Claim, DeliverResult, ForwardOp, Frame, Handle};
+use crate::proto::ids::{PairId, Side, Token};
+
+impl<W> Node<W> {
+    /// The hybrid logical clock, for heartbeats.
+    pub fn hlc(&self) -> u64 {
+        self.hlc
+    }
+
+    /// Another node's clock reading arrived (in a heartbeat).
+    pub fn observe_clock(&mut self, hlc: u64) {
+        self.hlc = self.hlc.max(hlc);
+    }
+
+    /// Peers that are up.
+    pub fn peers_up(&self) -> usize {
+        self.peers.iter().filter(|p| p.up).count()
+    }
+
+    /// Node `peer` is connected and authenticated: every live session looks
+    /// itself up there, so pairs split by an outage find each other again
+    /// and two claims to one side made during a partition are settled.
+    pub fn peer_up(&mut self, _now: Millis, peer: u16) {
+        let Some(node) = self.peers.get_mut(usize::from(peer).wrapping_sub(1)) else {
+            return;
+        };
+        if node.up {
+            return;
+        }
+        node.up = true;
+        let sessions: Vec<(u32, u64, PairId, Side, u64)> = self
+            .sessions
+            .iter()
+            .map(|(k, s)| (k as u32, s.gen, s.pair.clone(), s.side, s.hlc))
+            .collect();
+        for (key, gen, pair, side, hlc) in sessions {
+            let req = self.new_req();
+            self.pending.insert(req, Pending::Resync { key, gen, peer });
+            let claim = Claim {
+                handle: Handle { key, gen },
+                hlc,
+            };
+            self.send_frame(
+                peer,
+                Frame::Lookup {
+                    req,
+                    pair,
+                    side,
+                    claim,
+                },
+            );
+        }
+    }
+
+    /// Node `peer` is gone (connection lost, silent, or it shut down): every
+    /// link to it fires `node_down`, lookups waiting on it count it as not
+    /// there, requests forwarded to it answer 503, messages on their way
+    /// answer 409, and polls it forwarded here are forgotten.
+    pub fn peer_down(&mut self, now: Millis, peer: u16) {
+        let Some(node) = self.peers.get_mut(usize::from(peer).wrapping_sub(1)) else {
+            return;
+        };
+        if !node.up {
+            return;
+        }
+        node.up = false;
+        let linked: Vec<u32> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.peer.is_some_and(|p| p.node == peer))
+            .map(|(k, _)| k as u32)
+            .collect();
+        for key in linked {
+            self.sessions[key as usize].peer = None;
+            self.deliver(now, key, EventKind::PeerOffline(Reason::NodeDown));
+        }
+        let reqs: Vec<u64> = self.pending.keys().copied().collect();
+        for req in reqs {
+            self.pending_peer_down(req, peer);
+        }
+        let polls: Vec<(u16, u64)> = self
+            .remote_polls
+            .keys()
+            .filter(|(p, _)| *p == peer)
+            .copied()
+            .collect();
+        for id in polls {
+            if let Some(handle) = self.remote_polls.remove(&id) {
+                self.cancel_poll(now, handle);
+            }
+        }
+    }
+
+    fn pending_peer_down(&mut self, req: u64, peer: u16) {
+        let Some(pending) = self.pending.get_mut(&req) else {
+            return;
+        };
+        match pending {
+            Pending::Join { awaiting, .. } => {
+                awaiting.retain(|&p| p != peer);
+                if awaiting.is_empty() {
+                    self.complete_join(req);
+                }
+            }
+            Pending::Resync { peer: p, .. } if *p == peer => {
+                self.pending.remove(&req);
+            }
+            Pending::Forward { peer: p, .. } | Pending::Resume { peer: p, .. } if *p == peer => {
+                if let Some(Pending::Forward { waiter, .. } | Pending::Resume { waiter, .. }) =
+                    self.pending.remove(&req)
+                {
+                    self.answer(Waiter::Local(waiter), ApiError::Unavailable.into());
+                }
+            }
+            Pending::Deliver { peer: p, .. } if *p == peer => {
+                if let Some(Pending::Deliver { waiter, .. }) = self.pending.remove(&req) {
+                    self.answer(waiter, ApiError::PeerOffline.into());
+                }
+            }
+            Pending::Deliver {
+                waiter: Waiter::Remote { peer: p, .. },
+                ..
+            } if *p == peer => {
+                // Its asker is gone; the delivery goes on, its answer is dropped.
+            }
+            _ => {}
+        }
+    }
+
+    /// A frame from node `peer` (handshake and heartbeat frames are the
+    /// connection's business and are ignored here).
+    pub fn handle_frame(&mut self, now: Millis, peer: u16, frame: Frame) {
+        if !self.is_peer_up(peer) {
+            return;
+        }
+        match frame {
+            Frame::Lookup {
+                req,
+                pair,
+                side,
+                claim,
+            } => self.on_lookup(now, peer, req, pair, side, claim),
+            Frame::LookupReply { req, a, b } => self.on_lookup_reply(now, peer, req, a, b),
+            Frame::Link { from, to } => {
+                let candidate = Addr {
+                    node: peer,
+                    key: from.handle.key,
+                    gen: from.handle.gen,
+                };
+                match self.local_session(Addr {
+                    node: 0,
+                    key: to.key,
+                    gen: to.gen,
+                }) {
+                    Some(key) => {
+                        self.offer_link(now, key, candidate, from.hlc);
+                    }
+                    // Linking to a handler that is gone: it ended; say so.
+                    None => self.send_frame(
+                        peer,
+                        Frame::Exit {
+                            from: to,
+                            to: from.handle,
+                            reason: Reason::Left,
+                        },
+                    ),
+                }
+            }
+            Frame::Exit { from, to, reason } => {
+                let from = Addr {
+                    node: peer,
+                    key: from.key,
+                    gen: from.gen,
+                };
+                if let Some(key) = self.local_session(Addr {
+                    node: 0,
+                    key: to.key,
+                    gen: to.gen,
+                }) {
+                    if self.sessions[key as usize].peer == Some(from) {
+                        self.sessions[key as usize].peer = None;
+                        self.deliver(now, key, EventKind::PeerOffline(reason));
+                    }
+                }
+            }
+            Frame::Deliver {
+                req,
+                from,
+                to,
+                data,
+            } => {
+                let result = self.on_deliver(now, peer, from, to, data);
+                self.send_frame(peer, Frame::DeliverReply { req, result });
+            }
+            Frame::DeliverReply { req, result } => {
+                if let Some(Pending::Deliver {
+                    waiter,
+                    key,
+                    gen,
+                    idempotency_key,
+                    ..
+                }) = self.pending.remove(&req)
+                {
+                    let reply = match result {
+                        DeliverResult::Delivered => {
+                            if let (Some(k), Some(s)) =
+                                (idempotency_key, self.sessions.get_mut(key as usize))
+                            {
+                                if s.gen == gen {
+                                    s.remember_key(&k);
+                                }
+                            }
+                            Reply::accepted()
+                        }
+                        DeliverResult::PeerOffline => ApiError::PeerOffline.into(),
+                        DeliverResult::PeerBusy => ApiError::PeerBusy.into(),
+                    };
+                    self.answer(waiter, reply);
+                }
+            }
+            Frame::Forward {
+                req,
+                pair,
+                side,
+                key,
+                gen,
+                secret,
+                op,
+            } => {
+                let token = Token {
+                    node: self.config.name.clone(),
+                    key,
+                    gen,
+                    secret,
+                };
+                self.on_forward(now, peer, req, &pair, side, &token, op);
+            }
+            Frame::ForwardReply { req, status, body } => match self.pending.remove(&req) {
+                Some(Pending::Forward { waiter, .. }) => {
+                    self.answer(Waiter::Local(waiter), Reply { status, body })
+                }
+                Some(Pending::Resume {
+                    waiter,
+                    pair,
+                    side,
+                    secret,
+                    wall_ms,
+                    ..
+                }) => {
+                    if status != 404 {
+                        // Resumed (200), or refused for a reason that a
+                        // join here would not change (409, 503).
+                        self.answer(Waiter::Local(waiter), Reply { status, body });
+                    } else {
+                        // Not a live session of that node: an ordinary join here.
+                        let mut waiter = Some(waiter);
+                        let started =
+                            self.join_here(now, wall_ms, &pair, side, None, secret, || {
+                                Waiter::Local(
+                                    waiter.take().expect("join_here makes its waiter once"),
+                                )
+                            });
+                        if let (Started::Done(reply), Some(w)) = (started, waiter) {
+                            self.answer(Waiter::Local(w), reply);
+                        }
+                    }
+                }
+                Some(other) => {
+                    self.pending.insert(req, other);
+                }
+                None => {}
+            },
+            Frame::Cancel { req } => {
+                if let Some(handle) = self.remote_polls.remove(&(peer, req)) {
+                    self.cancel_poll(now, handle);
+                }
+            }
+            Frame::Hello { .. } | Frame::Proof { .. } | Frame::Ping { .. } | Frame::Pong { .. } => {
+            }
+        }
+    }
+
+    /// A lookup from `peer`: settle a conflict over `side` with the asker's
+    /// claim, then say who holds each side here.
+    fn on_lookup(
+        &mut self,
+        now: Millis,
+        peer: u16,
+        req: u64,
+        pair: PairId,
+        side: Side,
+        claim: Claim,
+    ) {
+        self.hlc = self.hlc.max(claim.hlc);
+        if let Some(&key) = self.registry.get(&(pair.clone(), side)) {
+            let asker = Addr {
+                node: peer,
+                key: claim.handle.key,
+                gen: claim.handle.gen,
+            };
+            let mine = self.addr(key);
+            if self.claim_order(asker, claim.hlc)
+                < self.claim_order(mine, self.sessions[key as usize].hlc)
+            {
+                self.end(now, key, Reason::Left, true);
+            }
+        }
+        let a = self.claim_of(&pair, Side::A);
+        let b = self.claim_of(&pair, Side::B);
+        self.send_frame(peer, Frame::LookupReply { req, a, b });
+    }
+
+    fn claim_of(&self, pair: &PairId, side: Side) -> Option<Claim> {
+        let &key = self.registry.get(&(pair.clone(), side))?;
+        let session = &self.sessions[key as usize];
+        Some(Claim {
+            handle: Handle {
+                key,
+                gen: session.gen,
+            },
+            hlc: session.hlc,
+        })
+    }
+
+    /// What `peer` holds of the pair of a session that looked itself up.
+    fn on_lookup_reply(
+        &mut self,
+        now: Millis,
+        peer: u16,
+        req: u64,
+        a: Option<Claim>,
+        b: Option<Claim>,
+    ) {
+        let (key, gen) = match self.pending.get_mut(&req) {
+            Some(Pending::Join {
+                key, gen, awaiting, ..
+            }) if awaiting.contains(&peer) => {
+                awaiting.retain(|&p| p != peer);
+                (*key, *gen)
+            }
+            Some(Pending::Resync { key, gen, peer: p }) if *p == peer => {
+                let found = (*key, *gen);
+                self.pending.remove(&req);
+                found
+            }
+            _ => return,
+        };
+        if let Some(key) = self.local_session(Addr { node: 0, key, gen }) {
+            let side = self.sessions[key as usize].side;
+            let (same, other) = match side {
+                Side::A => (a, b),
+                Side::B => (b, a),
+            };
+            let mut lost = false;
+            if let Some(rival) = same {
+                let rival_addr = Addr {
+                    node: peer,
+                    key: rival.handle.key,
+                    gen: rival.handle.gen,
+                };
+                let mine = self.addr(key);
+                if self.claim_order(rival_addr, rival.hlc)
+                    < self.claim_order(mine, self.sessions[key as usize].hlc)
+                {
+                    self.end(now, key, Reason::Left, true);
+                    lost = true;
+                }
+            }
+            if let (false, Some(candidate)) = (lost, other) {
+                let addr = Addr {
+                    node: peer,
+                    key: candidate.handle.key,
+                    gen: candidate.handle.gen,
+                };
+                if let Some(Pending::Join { found_remote, .. }) = self.pending.get_mut(&req) {
+                    *found_remote = true;
+                }
+                if self.offer_link(now, key, addr, candidate.hlc) {
+                    let session = &self.sessions[key as usize];
+                    let from = Claim {
+                        handle: Handle {
+                            key,
+                            gen: session.gen,
+                        },
+                        hlc: session.hlc,
+                    };
+                    self.send_frame(
+                        peer,
+                        Frame::Link {
+                            from,
+                            to: candidate.handle,
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(Pending::Join { awaiting, .. }) = self.pending.get(&req) {
+            if awaiting.is_empty() {
+                self.complete_join(req);
+            }
+        }
+    }
+
+    /// Answers a join whose lookups are all in (or out of time).
+    pub(super) fn complete_join(&mut self, req: u64) {
+        let Some(Pending::Join {
+            waiter,
+            key,
+            gen,
+            found_remote,
+            deadline,
+            ..
+        }) = self.pending.remove(&req)
+        else {
+            return;
+        };
+        self.join_deadlines.remove(&(deadline, req));
+        let reply = match self.local_session(Addr { node: 0, key, gen }) {
+            Some(key) => {
+                self.count_lookup(key, found_remote);
+                self.join_reply(key, 201)
+            }
+            // It lost a conflict while its lookups were out.
+            None => ApiError::SideTaken.into(),
+        };
+        self.answer(waiter, reply);
+    }
+
+    fn on_deliver(
+        &mut self,
+        now: Millis,
+        peer: u16,
+        from: Handle,
+        to: Handle,
+        data: Box<str>,
+    ) -> DeliverResult {
+        let from = Addr {
+            node: peer,
+            key: from.key,
+            gen: from.gen,
+        };
+        let Some(key) = self.local_session(Addr {
+            node: 0,
+            key: to.key,
+            gen: to.gen,
+        }) else {
+            return DeliverResult::PeerOffline;
+        };
+        if self.sessions[key as usize].peer != Some(from) {
+            return DeliverResult::PeerOffline;
+        }
+        match self.accept_message(now, key, data) {
+            Ok(()) => DeliverResult::Delivered,
+            Err(_) => DeliverResult::PeerBusy,
+        }
+    }
+
+    /// A client request that arrived on `peer` for a session living here.
+    #[allow(clippy::too_many_arguments)]
+    fn on_forward(
+        &mut self,
+        now: Millis,
+        peer: u16,
+        req: u64,
+        pair: &PairId,
+        side: Side,
+        token: &Token,
+        op: ForwardOp,
+    ) {
+        let waiter = || Waiter::Remote { peer, req };
+        if self.draining() {
+            self.answer(waiter(), ApiError::ShuttingDown.into());
+            return;
+        }
+        let key = match self.authenticate(pair, side, token) {
+            Ok(key) => key,
+            // A resume with the token of another live session: the side is
+            // not the asker's to take.
+            Err(_) if op == ForwardOp::Resume && self.owns_any(token) => {
+                self.answer(waiter(), ApiError::SideTaken.into());
+                return;
+            }
+            Err(e) => {
+                self.answer(waiter(), e.into());
+                return;
+            }
+        };
+        let started = match op {
+            ForwardOp::Poll { after, timeout_ms } => {
+                self.poll_here(now, key, after, timeout_ms, waiter)
+            }
+            ForwardOp::Send {
+                idempotency_key,
+                data,
+            } => self.send_here(now, key, idempotency_key.as_deref(), data, waiter),
+            ForwardOp::Leave => {
+                self.end(now, key, Reason::Left, false);
+                Started::Done(Reply::no_content())
+            }
+            ForwardOp::Resume => {
+                self.touch(now, key);
+                Started::Done(self.join_reply(key, 200))
+            }
+        };
+        match started {
+            Started::Done(reply) => self.answer(waiter(), reply),
+            Started::Waiting(Some(super::CancelKey::Poll(handle))) => {
+                self.remote_polls.insert((peer, req), handle);
+            }
+            Started::Waiting(_) => {}
+        }
+    }
+
+    /// Sends a client request to the session's home node `peer`.
+    pub(super) fn forward(
+        &mut self,
+        peer: u16,
+        pair: &PairId,
+        side: Side,
+        token: &Token,
+        op: ForwardOp,
+        make_waiter: impl FnOnce() -> W,
+    ) -> Started {
+        let req = self.new_req();
+        let frame = Frame::Forward {
+            req,
+            pair: pair.clone(),
+            side,
+            key: token.key,
+            gen: token.gen,
+            secret: token.secret,
+            op,
+        };
+        self.pending.insert(
+            req,
+            Pending::Forward {
+                waiter: make_waiter(),
+                peer,
+            },
+        );
+        self.stats.forwarded += 1;
+        self.send_frame(peer, frame);
+        Started::Waiting(Some(super::CancelKey::Forward(req)))
+    }
+}
