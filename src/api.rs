@@ -64,6 +64,8 @@ pub struct Api<W> {
     pub peer_counts: PeerCounts,
     /// Each configured peer's state, in configuration order.
     pub peer_states: Vec<PeerState>,
+    /// Each configured peer's last heartbeat round trip, in milliseconds.
+    pub peer_rtt_ms: Vec<Option<u64>>,
     config: ApiConfig,
 }
 
@@ -170,11 +172,13 @@ impl<W> Api<W> {
             connecting: config.peers.len() as u64,
             ..PeerCounts::default()
         };
+        let peer_rtt_ms = vec![None; config.peers.len()];
         Api {
             node,
             metrics: Metrics::default(),
             peer_counts,
             peer_states,
+            peer_rtt_ms,
             config,
         }
     }
@@ -264,7 +268,14 @@ impl<W> Api<W> {
             Route::Healthz => return Err(Response::text(200, "ok")),
             Route::Metrics => {
                 let mut r = Response::text(200, "");
-                r.body = metrics::render(&self.metrics, &self.node, self.peer_counts);
+                let rtts: Vec<(&str, Option<u64>)> = self
+                    .config
+                    .peers
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .zip(self.peer_rtt_ms.iter().copied())
+                    .collect();
+                r.body = metrics::render(&self.metrics, &self.node, self.peer_counts, &rtts);
                 r.content_type = crate::proto::response::ContentType::Prometheus;
                 return Err(r);
             }

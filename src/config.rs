@@ -27,7 +27,7 @@ use crate::limits::{NODE_NAME_BYTES_MAX, POLL_TIMEOUT_MS_MAX};
 /// Largest accepted `--max-connections`. Each connection costs a socket and
 /// buffers; far above this an operator has almost surely mistyped.
 pub const MAX_CONNECTIONS_MAX: u64 = 1_000_000;
-/// Largest accepted `--max-sessions`; the session slab is sized from it.
+/// Largest accepted `--max-sessions`; it keeps slab keys far below `u32::MAX`.
 pub const MAX_SESSIONS_MAX: u64 = 10_000_000;
 /// Largest accepted `--max-message-bytes` (16 MiB). Long polling relays
 /// small messages; a larger body is better sent some other way.

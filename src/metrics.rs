@@ -65,8 +65,14 @@ fn sample(out: &mut String, name: &str, value: u64) {
     let _ = writeln!(out, "pairlink_{name} {value}");
 }
 
-/// Renders every metric.
-pub fn render<W>(metrics: &Metrics, node: &Node<W>, peers: PeerCounts) -> Vec<u8> {
+/// Renders every metric. `rtts` gives each peer's name and last heartbeat
+/// round trip.
+pub fn render<W>(
+    metrics: &Metrics,
+    node: &Node<W>,
+    peers: PeerCounts,
+    rtts: &[(&str, Option<u64>)],
+) -> Vec<u8> {
     let mut out = String::with_capacity(4096);
     let stats = node.stats();
     family(
@@ -172,6 +178,35 @@ pub fn render<W>(metrics: &Metrics, node: &Node<W>, peers: PeerCounts) -> Vec<u8
     }
     family(
         &mut out,
+        "forwarded_requests_total",
+        "counter",
+        "Client requests carried out on the session's home node.",
+    );
+    sample(&mut out, "forwarded_requests_total", stats.forwarded);
+    family(
+        &mut out,
+        "conflicts_lost_total",
+        "counter",
+        "Sessions ended because another claim to their side won.",
+    );
+    sample(&mut out, "conflicts_lost_total", stats.conflicts_lost);
+    family(
+        &mut out,
+        "peer_rtt_seconds",
+        "gauge",
+        "Last heartbeat round trip to each up peer.",
+    );
+    for (name, rtt) in rtts {
+        if let Some(ms) = rtt {
+            let secs = *ms as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "pairlink_peer_rtt_seconds{{peer=\"{name}\"}} {secs:.3}"
+            );
+        }
+    }
+    family(
+        &mut out,
         "cluster_peers",
         "gauge",
         "Cluster peers, by state.",
@@ -211,12 +246,15 @@ mod tests {
         m.count_response(200);
         m.count_response(200);
         m.count_response(299);
-        let text = String::from_utf8(render(&m, &node, PeerCounts::default())).unwrap();
+        let text = String::from_utf8(render(&m, &node, PeerCounts::default(), &[("n2", Some(3))]))
+            .unwrap();
         assert!(text.contains("pairlink_connections_open 3\n"));
         assert!(text.contains("pairlink_http_responses_total{status=\"200\"} 2\n"));
         assert!(text.contains("pairlink_http_responses_total{status=\"other\"} 1\n"));
         assert!(text.contains("pairlink_lookups_total{outcome=\"miss\"} 0\n"));
         assert!(text.contains("pairlink_cluster_peers{state=\"up\"} 0\n"));
+        assert!(text.contains("pairlink_peer_rtt_seconds{peer=\"n2\"} 0.003\n"));
+        assert!(text.contains("pairlink_peer_rtt_seconds{peer=\"n2\"} 0.003\n"));
         // Every sample belongs to a family announced just before it.
         let mut current = String::new();
         for line in text.lines() {

@@ -165,7 +165,19 @@ impl<W> Node<W> {
                     gen: to.gen,
                 }) {
                     Some(key) => {
-                        self.offer_link(now, key, candidate, from.hlc);
+                        if !self.offer_link(now, key, candidate, from.hlc) {
+                            // Linked to a better claim: the asker's claim is
+                            // losing; tell it, so it does not think itself
+                            // linked while its node settles the conflict.
+                            self.send_frame(
+                                peer,
+                                Frame::Exit {
+                                    from: to,
+                                    to: from.handle,
+                                    reason: Reason::Left,
+                                },
+                            );
+                        }
                     }
                     // Linking to a handler that is gone: it ended; say so.
                     None => self.send_frame(

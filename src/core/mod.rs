@@ -15,8 +15,9 @@ pub mod timers;
 
 pub use error::ApiError;
 pub use event::{Event, EventKind, Reason};
-pub use node::{CancelKey, Node, NodeConfig, Output, PollHandle, Started, Stats};
+pub use node::{CancelKey, Node, NodeConfig, Output, PollHandle, SessionView, Started, Stats};
 pub use reply::Reply;
+pub use session::Addr;
 
 /// Milliseconds on the node's monotonic clock, counted from its start.
 pub type Millis = u64;

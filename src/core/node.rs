@@ -116,6 +116,25 @@ pub enum Output<W> {
     },
 }
 
+/// One live session, as [`Node::inspect`] shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionView<'a> {
+    /// Pair id.
+    pub pair: &'a PairId,
+    /// Side.
+    pub side: Side,
+    /// Its address (node 0: this node).
+    pub addr: Addr,
+    /// Its claim.
+    pub hlc: u64,
+    /// The linked peer (node index relative to this node).
+    pub peer: Option<Addr>,
+    /// Highest seq issued.
+    pub last_seq: u64,
+    /// Whether a poll waits.
+    pub polling: bool,
+}
+
 /// Who waits for an answer: a client on this node, or a request forwarded
 /// from another node.
 #[derive(Debug)]
@@ -1005,6 +1024,24 @@ impl<W> Node<W> {
     pub(super) fn tick(&mut self, wall_ms: Millis) -> u64 {
         self.hlc = (self.hlc + 1).max(wall_ms);
         self.hlc
+    }
+
+    /// A read-only view of every live session, for invariant checks in
+    /// tests and simulations.
+    pub fn inspect(&self) -> impl Iterator<Item = SessionView<'_>> + '_ {
+        self.sessions.iter().map(|(key, s)| SessionView {
+            pair: &s.pair,
+            side: s.side,
+            addr: Addr {
+                node: 0,
+                key: key as u32,
+                gen: s.gen,
+            },
+            hlc: s.hlc,
+            peer: s.peer,
+            last_seq: s.last_seq,
+            polling: s.poll.is_some(),
+        })
     }
 
     /// The node index of a peer's name.

@@ -10,7 +10,7 @@ use super::waiter::{Answer, Wait};
 use super::Shared;
 use crate::api::{self, Handled};
 use crate::core::CancelKey;
-use crate::limits::{IDLE_BUFFER_BYTES_MAX, PIPELINE_BYTES_MAX, READ_CHUNK_BYTES};
+use crate::limits::{HEAD_BYTES_MAX, IDLE_BUFFER_BYTES_MAX, PIPELINE_BYTES_MAX, READ_CHUNK_BYTES};
 use crate::proto::http::{Framer, HttpError, Method, Progress, Request};
 use crate::proto::response::{self, Cors, Response};
 use smol::future;
@@ -132,7 +132,18 @@ impl Conn {
                     timer.set_after(self.shared.header_timeout);
                     Some(expect_continue)
                 }
-                Ok(Progress::NeedMore) => None,
+                Ok(Progress::NeedMore) => {
+                    // The framer keeps a request's raw bytes until it is
+                    // whole; chunk framing (many tiny chunks with long
+                    // extensions) could make them far larger than the body
+                    // limit, so the raw request is bounded too.
+                    if self.buf.len()
+                        > raw_request_bytes_max(self.shared.http_limits.body_bytes_max)
+                    {
+                        return Ok(refusal(HttpError::PayloadTooLarge));
+                    }
+                    None
+                }
                 Err(e) => return Ok(refusal(e)),
             };
             match expect_continue {
@@ -227,6 +238,7 @@ impl Conn {
     }
 
     async fn write_out_of_band(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.shared.metrics(|m| m.count_response(100));
         let stream = &self.stream;
         future::or(async { (&*stream).write_all(bytes).await }, async {
             Timer::after(WRITE_TIMEOUT).await;
@@ -284,6 +296,15 @@ async fn fill(stream: &Async<TcpStream>, buf: &mut Vec<u8>) -> io::Result<usize>
         }
     }
 }
+
+/// Raw bytes one request may take: its head, its body twice over for
+/// chunk framing, and some slack.
+fn raw_request_bytes_max(body_bytes_max: usize) -> usize {
+    HEAD_BYTES_MAX + 2 * body_bytes_max + RAW_SLACK_BYTES
+}
+
+/// Slack over the body limit for chunk-size lines and trailers.
+const RAW_SLACK_BYTES: usize = 16 * 1024;
 
 fn refusal(e: HttpError) -> Read_ {
     let message = match e {

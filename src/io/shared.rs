@@ -1,15 +1,21 @@
 //! The state every task of a node shares, and the glue between the core's
 //! outputs and the tasks waiting for them.
 
+use super::cluster::{ClusterState, ConnHandle};
 use super::random::RandomPool;
 use super::waiter::{self, Wait, Waiter};
+use crate::api::PeerState;
 use crate::api::{Api, Handled};
+use crate::cluster::frame::{Frame, NONCE_BYTES};
 use crate::config::Config;
 use crate::core::{CancelKey, Millis, Output};
+use crate::limits::SECRET_BYTES;
 use crate::limits::{HEAD_BYTES_MAX, TARGET_BYTES_MAX};
 use crate::proto::http::{self, Request};
+use crate::proto::ids::NodeName;
 use smol::Timer;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Shared by the tasks of one node (behind an `Rc`).
@@ -32,11 +38,14 @@ pub struct Shared {
     pub max_connections: usize,
     /// `--cors-origin`.
     pub cors_origin: Option<String>,
+    /// Connections to the other nodes.
+    pub cluster: RefCell<ClusterState>,
+    heartbeat_ms: u64,
 }
 
 impl Shared {
     /// State for a node serving `api` with `config`.
-    pub fn new(api: Api<Waiter>, config: &Config) -> Shared {
+    pub fn new(api: Api<Waiter>, config: &Config, cluster: ClusterState) -> Shared {
         // One slot is enough: a wake-up that finds one pending is redundant.
         let (timer_wake, timer_woken) = async_channel::bounded(1);
         Shared {
@@ -55,6 +64,8 @@ impl Shared {
             header_timeout: config.header_timeout,
             max_connections: config.max_connections,
             cors_origin: config.cors_origin.clone(),
+            cluster: RefCell::new(cluster),
+            heartbeat_ms: super::millis(config.heartbeat),
         }
     }
 
@@ -115,8 +126,97 @@ impl Shared {
         InFlight(self)
     }
 
-    fn send_to_peer(&self, peer: u16, frame: crate::cluster::frame::Frame) {
-        log::debug!("no cluster driver yet: dropping a frame for peer {peer}: {frame:?}");
+    fn send_to_peer(&self, peer: u16, frame: Frame) {
+        self.cluster.borrow().send(peer, &frame);
+    }
+
+    /// `--heartbeat` in milliseconds.
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.heartbeat_ms
+    }
+
+    /// The node's hybrid logical clock.
+    pub fn hlc(&self) -> u64 {
+        self.api.borrow().node.hlc()
+    }
+
+    /// A fresh handshake nonce.
+    pub fn nonce(&self) -> [u8; NONCE_BYTES] {
+        let mut random = self.random.borrow_mut();
+        let mut nonce = [0u8; NONCE_BYTES];
+        for chunk in nonce.chunks_mut(SECRET_BYTES) {
+            // The OS random source failing is not something a retry fixes;
+            // a zero nonce still fails no check and the handshake MACs stay
+            // keyed by the cookie.
+            let bytes = random.secret().unwrap_or_default();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        nonce
+    }
+
+    /// Random bits for backoff jitter.
+    pub fn random_u32(&self) -> u32 {
+        let bytes = self.random.borrow_mut().secret().unwrap_or_default();
+        u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+    }
+
+    /// A connection finished its handshake with `name`: it becomes that
+    /// peer's connection, replacing an older one. Returns the node index.
+    pub fn install(&self, name: &NodeName, handle: &Rc<ConnHandle>) -> Option<u16> {
+        let index = self.api.borrow().node.peer_index(name)?;
+        let old = self.cluster.borrow_mut().install(index, handle.clone());
+        if let Some(old) = old {
+            // The old connection may have lost frames in flight: the peer
+            // goes down and comes back, so links fire and pairs re-form.
+            old.close("replaced by a newer connection");
+            self.peer_event(index, PeerState::Down);
+        }
+        log::info!("peer {name} is up");
+        self.peer_event(index, PeerState::Up);
+        Some(index)
+    }
+
+    /// Peer `index` changed state: tell the API (for `/v1/cluster`) and the
+    /// node.
+    pub fn peer_event(&self, index: u16, state: PeerState) {
+        let mut api = self.api.borrow_mut();
+        api.set_peer_state(usize::from(index) - 1, state);
+        let now = self.now_ms();
+        match state {
+            PeerState::Up => api.node.peer_up(now, index),
+            PeerState::Down => api.node.peer_down(now, index),
+            PeerState::Connecting => {}
+        }
+        self.after_core_call(&mut api);
+    }
+
+    /// A frame from peer `index`.
+    pub fn peer_frame(&self, index: u16, frame: Frame) {
+        let mut api = self.api.borrow_mut();
+        api.node.handle_frame(self.now_ms(), index, frame);
+        self.after_core_call(&mut api);
+    }
+
+    /// Peer `index`'s last heartbeat round trip, for `/metrics`.
+    pub fn set_rtt(&self, index: u16, rtt_ms: Option<u64>) {
+        if let Some(slot) = self
+            .api
+            .borrow_mut()
+            .peer_rtt_ms
+            .get_mut(usize::from(index) - 1)
+        {
+            *slot = rtt_ms;
+        }
+    }
+
+    /// Whether `name` is a configured peer.
+    pub fn is_known_peer(&self, name: &NodeName) -> bool {
+        self.api.borrow().node.peer_index(name).is_some()
+    }
+
+    /// A peer's clock reading.
+    pub fn observe_clock(&self, hlc: u64) {
+        self.api.borrow_mut().node.observe_clock(hlc);
     }
 
     /// Carries out the core's outputs and wakes the timer task if the next

@@ -1,0 +1,376 @@
+//! The cluster's IO: the node-to-node listener, dialling peers with backoff,
+//! and one task per connection that moves bytes between its socket and its
+//! sans-IO [`PeerConn`], and frames between the connection and the node.
+//!
+//! Only the node whose name sorts lower dials a pair's connection; the
+//! other only accepts. An accepted connection from a peer that already has
+//! one replaces it (the peer probably restarted and its old socket is
+//! dead). See docs/PROTOCOL.md.
+
+use super::Shared;
+use crate::api::PeerState;
+use crate::cluster::backoff::Backoff;
+use crate::cluster::conn::{ConnError, ConnEvent, PeerConn};
+use crate::cluster::frame::Frame;
+use crate::cluster::handshake::Role;
+use crate::config::PeerSpec;
+use crate::proto::ids::NodeName;
+use smol::future;
+use smol::io::AsyncWriteExt;
+use smol::{Async, LocalExecutor, Timer};
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Bytes read from a peer socket at a time.
+const PEER_READ_BYTES: usize = 64 * 1024;
+/// Bound on a dial: connect within this or try again later.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One live connection to a peer, shared by its task and the code that
+/// queues frames for it.
+#[derive(Debug)]
+pub struct ConnHandle {
+    id: u64,
+    conn: RefCell<PeerConn>,
+    /// Wakes the connection's writer (one slot: a pending wake is enough).
+    wake: async_channel::Sender<()>,
+    woken: async_channel::Receiver<()>,
+    /// Set when the connection must end (queue full, replaced, drained).
+    closing: Cell<Option<&'static str>>,
+    /// Bytes taken from the connection and being written now.
+    writing: Cell<usize>,
+}
+
+impl ConnHandle {
+    fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    pub(super) fn close(&self, why: &'static str) {
+        if self.closing.get().is_none() {
+            self.closing.set(Some(why));
+        }
+        self.wake();
+    }
+}
+
+/// The cluster side of a node's shared state.
+#[derive(Debug)]
+pub struct ClusterState {
+    me: NodeName,
+    cookie: Vec<u8>,
+    heartbeat_ms: u64,
+    peers: Vec<PeerSpec>,
+    /// The established connection of each peer (index = node index - 1).
+    conns: Vec<Option<Rc<ConnHandle>>>,
+    next_conn_id: u64,
+}
+
+impl ClusterState {
+    /// Cluster state for `me` and its configured peers.
+    pub fn new(me: NodeName, cookie: Vec<u8>, heartbeat_ms: u64, peers: Vec<PeerSpec>) -> Self {
+        let conns = peers.iter().map(|_| None).collect();
+        ClusterState {
+            me,
+            cookie,
+            heartbeat_ms,
+            peers,
+            conns,
+            next_conn_id: 1,
+        }
+    }
+
+    /// Queues a frame on peer `peer`'s connection; a full queue closes it
+    /// (its links then fire `node_down`) rather than buffering without bound.
+    pub fn send(&self, peer: u16, frame: &Frame) {
+        let Some(Some(handle)) = self.conns.get(usize::from(peer).wrapping_sub(1)) else {
+            return;
+        };
+        let queued = handle.conn.borrow_mut().send(frame);
+        match queued {
+            Ok(()) => handle.wake(),
+            Err(e) => {
+                log::warn!(
+                    "peer {}: {e}; disconnecting",
+                    self.peers[usize::from(peer) - 1].name
+                );
+                handle.close("outbound queue full");
+            }
+        }
+    }
+
+    /// Makes `handle` peer `index`'s connection; returns the one it replaces.
+    pub fn install(&mut self, index: u16, handle: Rc<ConnHandle>) -> Option<Rc<ConnHandle>> {
+        let slot = self.conns.get_mut(usize::from(index).wrapping_sub(1))?;
+        slot.replace(handle)
+            .filter(|old| !Rc::ptr_eq(old, slot.as_ref().expect("just set")))
+    }
+
+    /// Bytes queued for peers and not yet written.
+    pub fn unsent_bytes(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|h| h.conn.borrow().transmit_bytes() + h.writing.get())
+            .sum()
+    }
+
+    /// Heartbeat round-trip time of each up peer, by name.
+    pub fn rtts(&self) -> Vec<(String, Option<u64>)> {
+        self.peers
+            .iter()
+            .zip(&self.conns)
+            .map(|(p, c)| {
+                (
+                    p.name.clone(),
+                    c.as_ref().and_then(|h| h.conn.borrow().rtt_ms()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Accepts node-to-node connections until cancelled.
+pub async fn accept_loop(
+    shared: Rc<Shared>,
+    listener: Async<TcpListener>,
+    ex: Rc<LocalExecutor<'static>>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let _ = stream.get_ref().set_nodelay(true);
+                log::debug!("cluster connection from {from}");
+                ex.spawn(run_conn(shared.clone(), stream, Role::Acceptor, None))
+                    .detach();
+            }
+            Err(e) => {
+                log::warn!("cluster accept failed: {e}; pausing");
+                Timer::after(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Keeps a connection to peer `index` (0-based) up: dial, run, back off,
+/// again. Only for peers whose name sorts above ours.
+pub async fn dial_loop(shared: Rc<Shared>, index: usize) {
+    let (name, addr, heartbeat_ms) = {
+        let cluster = shared.cluster.borrow();
+        let spec = &cluster.peers[index];
+        (spec.name.clone(), spec.addr.clone(), cluster.heartbeat_ms)
+    };
+    let Some(dialed) = crate::proto::ids::parse_node_name(&name) else {
+        return;
+    };
+    let _ = heartbeat_ms;
+    let mut backoff = Backoff::new();
+    loop {
+        match connect(&addr).await {
+            Ok(stream) => {
+                let was_up =
+                    run_conn(shared.clone(), stream, Role::Dialer, Some(dialed.clone())).await;
+                if was_up {
+                    backoff.reset();
+                }
+            }
+            Err(e) => log::debug!("cannot reach peer {name} at {addr}: {e}"),
+        }
+        let jitter = shared.random_u32();
+        Timer::after(Duration::from_millis(backoff.next_delay_ms(jitter))).await;
+    }
+}
+
+async fn connect(addr: &str) -> io::Result<Async<TcpStream>> {
+    let addrs: Vec<SocketAddr> = match addr.parse::<SocketAddr>() {
+        Ok(a) => vec![a],
+        Err(_) => {
+            let owned = addr.to_string();
+            smol::unblock(move || owned.to_socket_addrs().map(|it| it.collect())).await?
+        }
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        let attempt = future::or(
+            async { Some(Async::<TcpStream>::connect(a).await) },
+            async {
+                Timer::after(CONNECT_TIMEOUT).await;
+                None
+            },
+        )
+        .await;
+        match attempt {
+            Some(Ok(stream)) => {
+                let _ = stream.get_ref().set_nodelay(true);
+                return Ok(stream);
+            }
+            Some(Err(e)) => last = e,
+            None => last = io::ErrorKind::TimedOut.into(),
+        }
+    }
+    Err(last)
+}
+
+/// Runs one connection until it ends. Returns whether it got past the
+/// handshake.
+async fn run_conn(
+    shared: Rc<Shared>,
+    stream: Async<TcpStream>,
+    role: Role,
+    dialed: Option<NodeName>,
+) -> bool {
+    let handle = {
+        let mut cluster = shared.cluster.borrow_mut();
+        let nonce = shared.nonce();
+        let conn = PeerConn::new(
+            shared.now_ms(),
+            role,
+            cluster.me.clone(),
+            cluster.cookie.clone(),
+            nonce,
+            dialed,
+            cluster.heartbeat_ms,
+        );
+        let (wake, woken) = async_channel::bounded(1);
+        let id = cluster.next_conn_id;
+        cluster.next_conn_id += 1;
+        Rc::new(ConnHandle {
+            id,
+            conn: RefCell::new(conn),
+            wake,
+            woken,
+            closing: Cell::new(None),
+            writing: Cell::new(0),
+        })
+    };
+    handle.wake(); // our Hello is queued
+    let peer: Rc<Cell<Option<u16>>> = Rc::new(Cell::new(None));
+    let why = future::or(
+        read_half(&shared, &stream, &handle, &peer),
+        future::or(write_half(&stream, &handle), tick(&shared, &handle, &peer)),
+    )
+    .await;
+    let addr = stream
+        .get_ref()
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let Some(index) = peer.get() else {
+        log::warn!("cluster connection with {addr} closed before the handshake completed: {why}");
+        return false;
+    };
+    let mut cluster = shared.cluster.borrow_mut();
+    let slot = &mut cluster.conns[usize::from(index) - 1];
+    let current = slot.as_ref().is_some_and(|h| h.id == handle.id);
+    let name = cluster.peers[usize::from(index) - 1].name.clone();
+    if current {
+        cluster.conns[usize::from(index) - 1] = None;
+        drop(cluster);
+        log::warn!("peer {name} ({addr}) is down: {why}");
+        shared.peer_event(index, PeerState::Down);
+    } else {
+        log::info!("connection to peer {name} ({addr}) replaced: {why}");
+    }
+    true
+}
+
+/// Reads bytes into the connection; acts on what it yields.
+async fn read_half(
+    shared: &Rc<Shared>,
+    stream: &Async<TcpStream>,
+    handle: &Rc<ConnHandle>,
+    peer: &Cell<Option<u16>>,
+) -> String {
+    let mut buf = vec![0u8; PEER_READ_BYTES];
+    loop {
+        let n = match stream.read_with(|mut s| s.read(&mut buf)).await {
+            Ok(0) => return "closed by the peer".into(),
+            Ok(n) => n,
+            Err(e) => return format!("read failed: {e}"),
+        };
+        let now = shared.now_ms();
+        let known = |name: &NodeName| shared.is_known_peer(name);
+        let result = handle
+            .conn
+            .borrow_mut()
+            .handle_bytes(now, &buf[..n], &known);
+        if let Err(e) = result {
+            return describe(&e);
+        }
+        loop {
+            let event = handle.conn.borrow_mut().poll_event();
+            let Some(event) = event else { break };
+            match event {
+                ConnEvent::Up { peer: name } => match shared.install(&name, handle) {
+                    Some(index) => peer.set(Some(index)),
+                    None => return format!("{name} is not a configured peer"),
+                },
+                ConnEvent::Frame(frame) => {
+                    if let Some(index) = peer.get() {
+                        shared.peer_frame(index, frame);
+                    }
+                }
+                ConnEvent::PeerClock(hlc) => shared.observe_clock(hlc),
+            }
+        }
+        handle.wake();
+        if let Some(why) = handle.closing.get() {
+            return why.into();
+        }
+    }
+}
+
+/// Writes what the connection has queued, whenever woken.
+async fn write_half(stream: &Async<TcpStream>, handle: &ConnHandle) -> String {
+    loop {
+        if handle.woken.recv().await.is_err() {
+            return "closed".into();
+        }
+        let out = handle.conn.borrow_mut().take_transmit();
+        if !out.is_empty() {
+            handle.writing.set(out.len());
+            let written = (&*stream).write_all(&out).await;
+            handle.writing.set(0);
+            if let Err(e) = written {
+                return format!("write failed: {e}");
+            }
+            // More may have been queued while this was written.
+            handle.wake();
+        }
+        if let Some(why) = handle.closing.get() {
+            let _ = (&*stream).flush().await;
+            return why.into();
+        }
+    }
+}
+
+/// Heartbeats and deadlines. It looks a few times per heartbeat rather than
+/// tracking every change of the connection's next deadline.
+async fn tick(shared: &Rc<Shared>, handle: &ConnHandle, peer: &Cell<Option<u16>>) -> String {
+    let step = Duration::from_millis((shared.heartbeat_ms() / 4).max(1));
+    loop {
+        let next = handle.conn.borrow().poll_timeout();
+        let now = shared.now_ms();
+        let wait = next.map_or(step, |at| {
+            Duration::from_millis(at.saturating_sub(now)).min(step)
+        });
+        Timer::after(wait).await;
+        let result = handle
+            .conn
+            .borrow_mut()
+            .handle_timeout(shared.now_ms(), shared.hlc());
+        if let Err(e) = result {
+            return describe(&e);
+        }
+        if let Some(index) = peer.get() {
+            shared.set_rtt(index, handle.conn.borrow().rtt_ms());
+        }
+        handle.wake();
+    }
+}
+
+fn describe(e: &ConnError) -> String {
+    e.to_string()
+}
