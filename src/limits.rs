@@ -44,6 +44,9 @@ pub const DRAIN_MS_MAX: u64 = 3_000;
 /// How long a join waits for other nodes' lookup replies before it treats
 /// the silent ones as "not there".
 pub const LOOKUP_TIMEOUT_MS: u64 = 1_000;
+/// How long a request sent to another node (a forward, a delivery, a
+/// resume) may go unanswered beyond its own wait before the client gets 503.
+pub const FORWARD_SLACK_MS: u64 = 5_000;
 /// Random bytes fetched from the OS at once for tokens and pair ids.
 pub const RANDOM_POOL_BYTES: usize = 1024;
 

@@ -11,6 +11,7 @@ use super::reply::Reply;
 use super::session::Addr;
 use super::{Millis, Started};
 use crate::cluster::frame::{Claim, DeliverResult, ForwardOp, Frame, Handle};
+use crate::limits::FORWARD_SLACK_MS;
 use crate::proto::ids::{PairId, Side, Token};
 
 impl<W> Node<W> {
@@ -115,17 +116,17 @@ impl<W> Node<W> {
                 }
             }
             Pending::Resync { peer: p, .. } if *p == peer => {
-                self.pending.remove(&req);
+                self.take_pending(req);
             }
             Pending::Forward { peer: p, .. } | Pending::Resume { peer: p, .. } if *p == peer => {
                 if let Some(Pending::Forward { waiter, .. } | Pending::Resume { waiter, .. }) =
-                    self.pending.remove(&req)
+                    self.take_pending(req)
                 {
                     self.answer(Waiter::Local(waiter), ApiError::Unavailable.into());
                 }
             }
             Pending::Deliver { peer: p, .. } if *p == peer => {
-                if let Some(Pending::Deliver { waiter, .. }) = self.pending.remove(&req) {
+                if let Some(Pending::Deliver { waiter, .. }) = self.take_pending(req) {
                     self.answer(waiter, ApiError::PeerOffline.into());
                 }
             }
@@ -223,7 +224,7 @@ impl<W> Node<W> {
                     gen,
                     idempotency_key,
                     ..
-                }) = self.pending.remove(&req)
+                }) = self.take_pending(req)
                 {
                     let reply = match result {
                         DeliverResult::Delivered => {
@@ -259,7 +260,7 @@ impl<W> Node<W> {
                 };
                 self.on_forward(now, peer, req, &pair, side, &token, op);
             }
-            Frame::ForwardReply { req, status, body } => match self.pending.remove(&req) {
+            Frame::ForwardReply { req, status, body } => match self.take_pending(req) {
                 Some(Pending::Forward { waiter, .. }) => {
                     self.answer(Waiter::Local(waiter), Reply { status, body })
                 }
@@ -364,7 +365,7 @@ impl<W> Node<W> {
             }
             Some(Pending::Resync { key, gen, peer: p }) if *p == peer => {
                 let found = (*key, *gen);
-                self.pending.remove(&req);
+                self.take_pending(req);
                 found
             }
             _ => return,
@@ -434,11 +435,11 @@ impl<W> Node<W> {
             found_remote,
             deadline,
             ..
-        }) = self.pending.remove(&req)
+        }) = self.take_pending(req)
         else {
             return;
         };
-        self.join_deadlines.remove(&(deadline, req));
+        self.req_deadlines.remove(&(deadline, req));
         let reply = match self.local_session(Addr { node: 0, key, gen }) {
             Some(key) => {
                 self.count_lookup(key, found_remote);
@@ -536,8 +537,10 @@ impl<W> Node<W> {
     }
 
     /// Sends a client request to the session's home node `peer`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward(
         &mut self,
+        now: Millis,
         peer: u16,
         pair: &PairId,
         side: Side,
@@ -555,11 +558,22 @@ impl<W> Node<W> {
             secret: token.secret,
             op,
         };
+        // A forwarded poll may wait its whole timeout at the home node.
+        let wait = match &frame {
+            Frame::Forward {
+                op: ForwardOp::Poll { timeout_ms, .. },
+                ..
+            } => timeout_ms.unwrap_or(self.config.poll_timeout_ms),
+            _ => 0,
+        };
+        let deadline = now.saturating_add(wait).saturating_add(FORWARD_SLACK_MS);
+        self.req_deadlines.insert((deadline, req));
         self.pending.insert(
             req,
             Pending::Forward {
                 waiter: make_waiter(),
                 peer,
+                deadline,
             },
         );
         self.stats.forwarded += 1;

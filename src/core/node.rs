@@ -20,7 +20,7 @@ use super::session::{Addr, Session, WaitingPoll};
 use super::timers::Timers;
 use super::Millis;
 use crate::cluster::frame::{Claim, ForwardOp, Frame, Handle};
-use crate::limits::{SECRET_BYTES, SESSION_EVENTS_MAX, TOTAL_EVENT_BYTES};
+use crate::limits::{FORWARD_SLACK_MS, SECRET_BYTES, SESSION_EVENTS_MAX, TOTAL_EVENT_BYTES};
 use crate::proto::ids::{NodeName, PairId, Side, Token};
 use slab::Slab;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -158,7 +158,11 @@ pub(super) enum Pending<W> {
     /// A lookup re-sent for a live session when `peer` came up.
     Resync { key: u32, gen: u64, peer: u16 },
     /// A client request carried out on `peer`.
-    Forward { waiter: W, peer: u16 },
+    Forward {
+        waiter: W,
+        peer: u16,
+        deadline: Millis,
+    },
     /// A resume sent to the token's home node; if it fails, an ordinary
     /// join follows here.
     Resume {
@@ -168,6 +172,7 @@ pub(super) enum Pending<W> {
         side: Side,
         secret: [u8; SECRET_BYTES],
         wall_ms: Millis,
+        deadline: Millis,
     },
     /// A message on its way to the peer's handler on `peer`.
     Deliver {
@@ -176,7 +181,21 @@ pub(super) enum Pending<W> {
         key: u32,
         gen: u64,
         idempotency_key: Option<Box<[u8]>>,
+        deadline: Millis,
     },
+}
+
+impl<W> Pending<W> {
+    /// When the request gives up, if it has a deadline.
+    fn deadline(&self) -> Option<Millis> {
+        match self {
+            Pending::Join { deadline, .. }
+            | Pending::Forward { deadline, .. }
+            | Pending::Resume { deadline, .. }
+            | Pending::Deliver { deadline, .. } => Some(*deadline),
+            Pending::Resync { .. } => None,
+        }
+    }
 }
 
 /// State of another node as the core sees it.
@@ -216,8 +235,8 @@ pub struct Node<W> {
     pub(super) peers: Vec<PeerNode>,
     /// Requests sent to other nodes, by req id.
     pub(super) pending: HashMap<u64, Pending<W>>,
-    /// Deadlines of pending joins: `(deadline, req)`.
-    pub(super) join_deadlines: BTreeSet<(Millis, u64)>,
+    /// Deadlines of pending requests: `(deadline, req)`.
+    pub(super) req_deadlines: BTreeSet<(Millis, u64)>,
     /// Polls forwarded here and waiting, by `(peer, req)`.
     pub(super) remote_polls: HashMap<(u16, u64), PollHandle>,
 }
@@ -253,7 +272,7 @@ impl<W> Node<W> {
             hlc: 0,
             peers,
             pending: HashMap::new(),
-            join_deadlines: BTreeSet::new(),
+            req_deadlines: BTreeSet::new(),
             remote_polls: HashMap::new(),
         }
     }
@@ -300,7 +319,7 @@ impl<W> Node<W> {
 
     /// When [`Node::handle_timeout`] must next be called.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let joins = self.join_deadlines.first().map(|&(at, _)| at);
+        let joins = self.req_deadlines.first().map(|&(at, _)| at);
         match (self.timers.next(), joins) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -339,6 +358,8 @@ impl<W> Node<W> {
                         op: ForwardOp::Resume,
                     };
                     let waiter = make_waiter();
+                    let deadline = now.saturating_add(FORWARD_SLACK_MS);
+                    self.req_deadlines.insert((deadline, req));
                     self.pending.insert(
                         req,
                         Pending::Resume {
@@ -348,6 +369,7 @@ impl<W> Node<W> {
                             side,
                             secret,
                             wall_ms,
+                            deadline,
                         },
                     );
                     self.send_frame(peer, frame);
@@ -438,7 +460,7 @@ impl<W> Node<W> {
             );
         }
         let deadline = now.saturating_add(self.config.lookup_timeout_ms);
-        self.join_deadlines.insert((deadline, req));
+        self.req_deadlines.insert((deadline, req));
         let waiter = make_waiter();
         self.pending.insert(
             req,
@@ -472,6 +494,7 @@ impl<W> Node<W> {
                 self.poll_here(now, key, after, timeout_ms, || Waiter::Local(make_waiter()))
             }
             Route::Remote(peer) => self.forward(
+                now,
                 peer,
                 pair,
                 side,
@@ -533,7 +556,7 @@ impl<W> Node<W> {
                 self.cancel_poll(now, handle);
             }
             CancelKey::Forward(req) => {
-                if let Some(Pending::Forward { peer, .. }) = self.pending.remove(&req) {
+                if let Some(Pending::Forward { peer, .. }) = self.take_pending(req) {
                     self.send_frame(peer, Frame::Cancel { req });
                 }
             }
@@ -577,7 +600,7 @@ impl<W> Node<W> {
                     idempotency_key: idempotency_key.map(<[u8]>::to_vec),
                     data,
                 };
-                self.forward(peer, pair, side, token, op, make_waiter)
+                self.forward(now, peer, pair, side, token, op, make_waiter)
             }
             Route::Refused(e) => Started::Done(e.into()),
         }
@@ -612,6 +635,8 @@ impl<W> Node<W> {
             };
             let waiter = make_waiter();
             let idempotency_key = idempotency_key.map(Box::from);
+            let deadline = now.saturating_add(FORWARD_SLACK_MS);
+            self.req_deadlines.insert((deadline, req));
             self.pending.insert(
                 req,
                 Pending::Deliver {
@@ -620,6 +645,7 @@ impl<W> Node<W> {
                     key,
                     gen: from.gen,
                     idempotency_key,
+                    deadline,
                 },
             );
             self.send_frame(
@@ -682,7 +708,7 @@ impl<W> Node<W> {
                 Started::Done(Reply::no_content())
             }
             Route::Remote(peer) => {
-                self.forward(peer, pair, side, token, ForwardOp::Leave, make_waiter)
+                self.forward(now, peer, pair, side, token, ForwardOp::Leave, make_waiter)
             }
             Route::Refused(e) => Started::Done(e.into()),
         }
@@ -709,12 +735,12 @@ impl<W> Node<W> {
                 self.end(now, key, Reason::Expired, false);
             }
         }
-        while let Some(&(at, req)) = self.join_deadlines.first() {
+        while let Some(&(at, req)) = self.req_deadlines.first() {
             if at > now {
                 break;
             }
-            self.join_deadlines.pop_first();
-            self.complete_join(req);
+            self.req_deadlines.pop_first();
+            self.request_timed_out(req);
         }
     }
 
@@ -1010,6 +1036,41 @@ impl<W> Node<W> {
     pub(super) fn send_frame(&mut self, peer: u16, frame: Frame) {
         if self.is_peer_up(peer) {
             self.outputs.push_back(Output::Send { peer, frame });
+        }
+    }
+
+    /// Removes a pending request and its deadline.
+    pub(super) fn take_pending(&mut self, req: u64) -> Option<Pending<W>> {
+        let pending = self.pending.remove(&req)?;
+        if let Some(deadline) = pending.deadline() {
+            self.req_deadlines.remove(&(deadline, req));
+        }
+        Some(pending)
+    }
+
+    /// A request to another node got no answer in time: a join goes on
+    /// with what it has; anything else answers 503, since the other node
+    /// may or may not have carried it out (a send retried with its
+    /// idempotency key is safe).
+    fn request_timed_out(&mut self, req: u64) {
+        match self.pending.get(&req) {
+            Some(Pending::Join { .. }) => self.complete_join(req),
+            Some(Pending::Forward { .. } | Pending::Resume { .. } | Pending::Deliver { .. }) => {
+                match self.take_pending(req) {
+                    Some(Pending::Forward { waiter, peer, .. }) => {
+                        self.send_frame(peer, Frame::Cancel { req });
+                        self.answer(Waiter::Local(waiter), ApiError::Unavailable.into());
+                    }
+                    Some(Pending::Resume { waiter, .. }) => {
+                        self.answer(Waiter::Local(waiter), ApiError::Unavailable.into());
+                    }
+                    Some(Pending::Deliver { waiter, .. }) => {
+                        self.answer(waiter, ApiError::Unavailable.into());
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
         }
     }
 
