@@ -581,3 +581,7 @@ impl<W> Node<W> {
         Started::Waiting(Some(super::CancelKey::Forward(req)))
     }
 }
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

@@ -1,0 +1,232 @@
+//! Unit tests of the cluster's part of the core: two nodes wired back to
+//! back in memory, frames pumped until none are left.
+
+use super::*;
+use crate::core::{CancelKey, NodeConfig, Output, Reply, Started};
+use crate::proto::ids::{parse_node_name, Token};
+
+type TestNode = Node<u32>;
+
+fn node(name: &str, peer: &str) -> TestNode {
+    Node::new(NodeConfig {
+        name: parse_node_name(name).unwrap(),
+        peers: vec![parse_node_name(peer).unwrap()],
+        session_ttl_ms: 60_000,
+        poll_timeout_ms: 25_000,
+        lookup_timeout_ms: 1_000,
+        max_sessions: 100,
+        max_session_buffer: 1_000,
+        max_total_buffer: 10_000,
+    })
+}
+
+/// Two connected nodes; each sees the other as node index 1.
+fn cluster() -> [TestNode; 2] {
+    let mut nodes = [node("n1", "n2"), node("n2", "n1")];
+    nodes[0].peer_up(0, 1);
+    nodes[1].peer_up(0, 1);
+    nodes
+}
+
+/// Moves frames between the nodes until none are left; returns the
+/// answers to clients as (node, waiter, reply).
+fn pump(nodes: &mut [TestNode; 2], now: Millis) -> Vec<(usize, u32, Reply)> {
+    let mut answers = Vec::new();
+    for _ in 0..1_000 {
+        let mut moved = false;
+        for from in 0..2 {
+            while let Some(output) = nodes[from].poll_output() {
+                match output {
+                    Output::Answer { waiter, reply } => answers.push((from, waiter, reply)),
+                    Output::Send { frame, .. } => {
+                        nodes[1 - from].handle_frame(now, 1, frame);
+                        moved = true;
+                    }
+                }
+            }
+        }
+        if !moved {
+            return answers;
+        }
+    }
+    panic!("frames kept flowing");
+}
+
+fn pair(s: &str) -> PairId {
+    PairId::try_from(s).unwrap()
+}
+
+fn token_in(reply: &Reply) -> Token {
+    let body = std::str::from_utf8(&reply.body).unwrap();
+    let t = body
+        .split("\"session\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    Token::parse(t.as_bytes()).unwrap()
+}
+
+fn body(reply: &Reply) -> &str {
+    std::str::from_utf8(&reply.body).unwrap()
+}
+
+/// Joins on node `i` and pumps; returns the reply.
+fn join(nodes: &mut [TestNode; 2], i: usize, p: &str, side: Side, w: u32) -> Reply {
+    match nodes[i].join(0, 0, &pair(p), side, None, [w as u8; 16], || w) {
+        Started::Done(r) => r,
+        Started::Waiting(_) => {
+            let answers = pump(nodes, 0);
+            let (_, _, reply) = answers
+                .into_iter()
+                .find(|(n, x, _)| *n == i && *x == w)
+                .unwrap();
+            reply
+        }
+    }
+}
+
+fn poll_now(node: &mut TestNode, p: &str, side: Side, t: &Token, after: u64) -> String {
+    match node.poll(1, &pair(p), side, t, after, Some(0), || 0) {
+        Started::Done(r) => String::from_utf8(r.body).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn cross_node_pairing_and_relay() {
+    let mut nodes = cluster();
+    let a = join(&mut nodes, 0, "p", Side::A, 1);
+    assert_eq!(a.status, 201);
+    assert!(body(&a).contains("\"peer\":\"offline\""));
+    let b = join(&mut nodes, 1, "p", Side::B, 2);
+    assert_eq!(b.status, 201);
+    assert!(body(&b).contains("\"peer\":\"online\""));
+    let (ta, tb) = (token_in(&a), token_in(&b));
+    let online = r#"{"peer":"online","events":[{"seq":1,"type":"peer_online"}]}"#;
+    assert_eq!(poll_now(&mut nodes[0], "p", Side::A, &ta, 0), online);
+    assert_eq!(poll_now(&mut nodes[1], "p", Side::B, &tb, 0), online);
+
+    // b's send waits for a's handler on the other node.
+    let started = nodes[1].send(2, &pair("p"), Side::B, &tb, Some(b"k"), "hi".into(), || 3);
+    assert_eq!(started, Started::Waiting(None));
+    let answers = pump(&mut nodes, 2);
+    assert_eq!(answers.len(), 1);
+    assert_eq!((answers[0].1, answers[0].2.status), (3, 202));
+    // The retry with the same key is answered without a second delivery.
+    assert_eq!(
+        nodes[1].send(3, &pair("p"), Side::B, &tb, Some(b"k"), "hi".into(), || 4),
+        Started::Done(Reply::accepted())
+    );
+    assert_eq!(
+        poll_now(&mut nodes[0], "p", Side::A, &ta, 1),
+        r#"{"peer":"online","events":[{"seq":2,"type":"message","data":"hi"}]}"#
+    );
+    assert_eq!(nodes[0].stats().lookups_miss, 1);
+    assert_eq!(nodes[1].stats().lookups_remote, 1);
+}
+
+#[test]
+fn requests_are_forwarded_to_the_home_node() {
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    let _b = join(&mut nodes, 1, "p", Side::B, 2);
+    // a polls through n2.
+    let started = nodes[1].poll(1, &pair("p"), Side::A, &a, 0, Some(0), || 5);
+    assert!(matches!(
+        started,
+        Started::Waiting(Some(CancelKey::Forward(_)))
+    ));
+    let answers = pump(&mut nodes, 1);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].0, 1);
+    assert_eq!(
+        body(&answers[0].2),
+        r#"{"peer":"online","events":[{"seq":1,"type":"peer_online"}]}"#
+    );
+    // A wrong secret through n2 is 404, as at home.
+    let mut wrong = a.clone();
+    wrong.secret[0] ^= 1;
+    nodes[1].poll(1, &pair("p"), Side::A, &wrong, 0, Some(0), || 6);
+    assert_eq!(pump(&mut nodes, 1)[0].2.status, 404);
+    // A resume through n2 answers 200 with the same token.
+    nodes[1].join(1, 1, &pair("p"), Side::A, Some(&a), [9; 16], || 7);
+    let resumed = pump(&mut nodes, 1).remove(0).2;
+    assert_eq!((resumed.status, token_in(&resumed)), (200, a.clone()));
+    // Leave through n2.
+    nodes[1].leave(1, &pair("p"), Side::A, &a, || 8);
+    assert_eq!(pump(&mut nodes, 1)[0].2.status, 204);
+    assert_eq!(nodes[0].sessions_live(), 0);
+}
+
+#[test]
+fn same_side_claimed_on_both_nodes_leaves_exactly_one() {
+    let mut nodes = cluster();
+    // Both joins start before either node hears of the other.
+    let first = nodes[0].join(0, 100, &pair("p"), Side::A, None, [1; 16], || 1);
+    let second = nodes[1].join(0, 100, &pair("p"), Side::A, None, [2; 16], || 2);
+    assert_eq!(
+        (first, second),
+        (Started::Waiting(None), Started::Waiting(None))
+    );
+    let answers = pump(&mut nodes, 0);
+    let mut statuses: Vec<u16> = answers.iter().map(|(_, _, r)| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, vec![201, 409]);
+    assert_eq!(nodes[0].sessions_live() + nodes[1].sessions_live(), 1);
+}
+
+#[test]
+fn a_lost_node_fires_node_down_and_a_new_one_repairs() {
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    let _b = join(&mut nodes, 1, "p", Side::B, 2);
+    nodes[0].peer_down(5, 1);
+    assert_eq!(
+        poll_now(&mut nodes[0], "p", Side::A, &a, 1),
+        r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"node_down"}]}"#
+    );
+    // The other node comes back with b still alive: both are re-paired.
+    nodes[1].peer_down(5, 1);
+    nodes[0].peer_up(6, 1);
+    nodes[1].peer_up(6, 1);
+    pump(&mut nodes, 6);
+    assert_eq!(
+        poll_now(&mut nodes[0], "p", Side::A, &a, 2),
+        r#"{"peer":"online","events":[{"seq":3,"type":"peer_online"}]}"#
+    );
+}
+
+#[test]
+fn a_silent_home_node_gets_503_after_the_deadline() {
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    // n2 forwards a send; n1 never answers (its frames are dropped).
+    nodes[1].send(10, &pair("p"), Side::A, &a, None, "x".into(), || 9);
+    while nodes[1].poll_output().is_some() {}
+    nodes[1].handle_timeout(10 + crate::limits::FORWARD_SLACK_MS - 1);
+    assert!(nodes[1].poll_output().is_none());
+    nodes[1].handle_timeout(10 + crate::limits::FORWARD_SLACK_MS);
+    let mut got = Vec::new();
+    while let Some(o) = nodes[1].poll_output() {
+        got.push(o);
+    }
+    assert!(got
+        .iter()
+        .any(|o| matches!(o, Output::Answer { waiter: 9, reply } if reply.status == 503)));
+    assert_eq!(nodes[1].requests_pending(), 0);
+}
+
+#[test]
+fn leaving_tells_the_remote_peer() {
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    let b = token_in(&join(&mut nodes, 1, "p", Side::B, 2));
+    nodes[0].leave(3, &pair("p"), Side::A, &a, || 0);
+    pump(&mut nodes, 3);
+    assert_eq!(
+        poll_now(&mut nodes[1], "p", Side::B, &b, 1),
+        r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"left"}]}"#
+    );
+}
