@@ -318,21 +318,26 @@ impl<W> Node<W> {
     ) {
         self.hlc = self.hlc.max(claim.hlc);
         if let Some(&key) = self.registry.get(&(pair.clone(), side)) {
-            let asker = Addr {
-                node: peer,
-                key: claim.handle.key,
-                gen: claim.handle.gen,
-            };
-            let mine = self.addr(key);
-            if self.claim_order(asker, claim.hlc)
-                < self.claim_order(mine, self.sessions[key as usize].hlc)
-            {
+            if self.rival_wins(peer, claim, key) {
                 self.end(now, key, Reason::Left, true);
             }
         }
         let a = self.claim_of(&pair, Side::A);
         let b = self.claim_of(&pair, Side::B);
         self.send_frame(peer, Frame::LookupReply { req, a, b });
+    }
+
+    /// Whether `rival`, a claim on node `peer`, beats the local session
+    /// `key`'s claim to the same side.
+    fn rival_wins(&self, peer: u16, rival: Claim, key: u32) -> bool {
+        let rival_addr = Addr {
+            node: peer,
+            key: rival.handle.key,
+            gen: rival.handle.gen,
+        };
+        let mine = self.addr(key);
+        self.claim_order(rival_addr, rival.hlc)
+            < self.claim_order(mine, self.sessions[key as usize].hlc)
     }
 
     fn claim_of(&self, pair: &PairId, side: Side) -> Option<Claim> {
@@ -378,15 +383,7 @@ impl<W> Node<W> {
             };
             let mut lost = false;
             if let Some(rival) = same {
-                let rival_addr = Addr {
-                    node: peer,
-                    key: rival.handle.key,
-                    gen: rival.handle.gen,
-                };
-                let mine = self.addr(key);
-                if self.claim_order(rival_addr, rival.hlc)
-                    < self.claim_order(mine, self.sessions[key as usize].hlc)
-                {
+                if self.rival_wins(peer, rival, key) {
                     self.end(now, key, Reason::Left, true);
                     lost = true;
                 }
@@ -549,15 +546,7 @@ impl<W> Node<W> {
         make_waiter: impl FnOnce() -> W,
     ) -> Started {
         let req = self.new_req();
-        let frame = Frame::Forward {
-            req,
-            pair: pair.clone(),
-            side,
-            key: token.key,
-            gen: token.gen,
-            secret: token.secret,
-            op,
-        };
+        let frame = forward_frame(req, pair, side, token, op);
         // A forwarded poll may wait its whole timeout at the home node.
         let wait = match &frame {
             Frame::Forward {
@@ -579,6 +568,25 @@ impl<W> Node<W> {
         self.stats.forwarded += 1;
         self.send_frame(peer, frame);
         Started::Waiting(Some(super::CancelKey::Forward(req)))
+    }
+}
+
+/// The frame that carries a client request to the token's home node.
+pub(super) fn forward_frame(
+    req: u64,
+    pair: &PairId,
+    side: Side,
+    token: &Token,
+    op: ForwardOp,
+) -> Frame {
+    Frame::Forward {
+        req,
+        pair: pair.clone(),
+        side,
+        key: token.key,
+        gen: token.gen,
+        secret: token.secret,
+        op,
     }
 }
 

@@ -348,15 +348,8 @@ impl<W> Node<W> {
             if token.node != self.config.name {
                 if let Some(peer) = self.peer_index(&token.node).filter(|&p| self.is_peer_up(p)) {
                     let req = self.new_req();
-                    let frame = Frame::Forward {
-                        req,
-                        pair: pair.clone(),
-                        side,
-                        key: token.key,
-                        gen: token.gen,
-                        secret: token.secret,
-                        op: ForwardOp::Resume,
-                    };
+                    let frame =
+                        super::cluster::forward_frame(req, pair, side, token, ForwardOp::Resume);
                     let waiter = make_waiter();
                     let deadline = now.saturating_add(FORWARD_SLACK_MS);
                     self.req_deadlines.insert((deadline, req));
