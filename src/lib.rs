@@ -19,7 +19,10 @@
 //! - [`cluster`]: sans-IO node-to-node protocol: frames, handshake, the
 //!   per-connection state machine.
 //! - [`io`]: the thin smol layer: listener, connections, timers, signals.
-#![forbid(unsafe_code)]
+//! - [`systemd`]: `sd_notify` (READY, STATUS, WATCHDOG, STOPPING) with std alone.
+// One function may use `unsafe`: taking the socket-activated listener fd
+// (`systemd::take_fd3`), which std cannot do safely. Nothing else.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
@@ -31,3 +34,4 @@ pub mod limits;
 pub mod logger;
 pub mod metrics;
 pub mod proto;
+pub mod systemd;

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::core::{Node, NodeConfig};
 use crate::limits::{DRAIN_MS_MAX, LOOKUP_TIMEOUT_MS};
 use crate::proto::ids;
+use crate::systemd::Notifier;
 use cluster::ClusterState;
 use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
@@ -33,7 +34,13 @@ pub fn run(config: &Config) -> std::io::Result<()> {
     // than killing the process halfway.
     let mut signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
-    let listener = Async::<TcpListener>::bind(config.listen)?;
+    let listener = match crate::systemd::activated_listener() {
+        Some(l) => {
+            log::info!("using the socket systemd passed (LISTEN_FDS); --listen is ignored");
+            Async::new(l)?
+        }
+        None => Async::<TcpListener>::bind(config.listen)?,
+    };
     let local = listener.get_ref().local_addr()?;
     let name = ids::parse_node_name(&config.node)
         .ok_or_else(|| std::io::Error::other("the node name is out of syntax"))?;
@@ -116,8 +123,13 @@ pub fn run(config: &Config) -> std::io::Result<()> {
                 }
             }
         }
+        // Both listeners are bound and served from here on.
+        let notifier = Rc::new(Notifier::from_env());
+        notifier.notify(&format!("READY=1\n{}", shared.status_line()));
+        let status = ex.spawn(report_status(shared.clone(), notifier.clone()));
         let signal = signals.next().await;
         log::info!("{} received: draining", signal_name(signal));
+        notifier.notify("STOPPING=1\nSTATUS=draining");
         // Stop accepting: cancelling the task drops the listener.
         drop(accept);
         shared.drain();
@@ -131,10 +143,37 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         }
         drop(cluster_tasks);
         drop(timers);
+        drop(status);
         log::info!("drained; exiting");
     }));
     Ok(())
 }
+
+/// Tells systemd how the node is doing, and, when a watchdog is set, that
+/// the event loop is alive: this task runs on the loop itself, so a stuck
+/// loop stops the pings and systemd restarts the service.
+async fn report_status(shared: Rc<Shared>, notifier: Rc<Notifier>) {
+    if !notifier.enabled() {
+        return;
+    }
+    let interval = notifier
+        .watchdog_interval()
+        .unwrap_or(STATUS_INTERVAL)
+        .min(STATUS_INTERVAL);
+    let watchdog = notifier.watchdog_interval().is_some();
+    loop {
+        Timer::after(interval).await;
+        let status = shared.status_line();
+        if watchdog {
+            notifier.notify(&format!("WATCHDOG=1\n{status}"));
+        } else {
+            notifier.notify(&status);
+        }
+    }
+}
+
+/// How often `STATUS=` is refreshed without a watchdog.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
 fn peer_list(config: &Config) -> String {
     let names: Vec<String> = config

@@ -209,6 +209,19 @@ impl Shared {
         }
     }
 
+    /// `STATUS=` for systemd: sessions, polls and peers up.
+    pub fn status_line(&self) -> String {
+        let api = self.api.borrow();
+        let peers = api.peer_states.len();
+        format!(
+            "STATUS={} sessions, {} polls waiting, {}/{} peers up",
+            api.node.sessions_live(),
+            api.node.polls_waiting(),
+            api.node.peers_up(),
+            peers
+        )
+    }
+
     /// Whether `name` is a configured peer.
     pub fn is_known_peer(&self, name: &NodeName) -> bool {
         self.api.borrow().node.peer_index(name).is_some()
