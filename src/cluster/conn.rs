@@ -629,6 +629,7 @@ mod tests {
             from: Handle { key: 1, gen: 1 },
             to: Handle { key: 2, gen: 2 },
             data: "x".repeat(data_bytes).into(),
+            idempotency_key: None,
         }
     }
 

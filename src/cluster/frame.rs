@@ -156,6 +156,10 @@ pub enum Frame {
         to: Handle,
         /// The message.
         data: Box<str>,
+        /// The sender's `Idempotency-Key`, if any: the receiver remembers
+        /// it per sending handler, so a retry after an unknown outcome is
+        /// not delivered twice.
+        idempotency_key: Option<Vec<u8>>,
     },
     /// Outcome of a `Deliver`.
     DeliverReply {
@@ -393,10 +397,12 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             from,
             to,
             data,
+            idempotency_key,
         } => {
             put_u64(out, *req);
             put_handle(out, from);
             put_handle(out, to);
+            put_short(out, idempotency_key.as_deref().unwrap_or_default());
             put_long(out, data.as_bytes());
         }
         Frame::DeliverReply { req, result } => {
@@ -588,6 +594,7 @@ fn parse_body(body: &[u8]) -> Result<Frame, DecodeError> {
             req: r.u64()?,
             from: r.handle()?,
             to: r.handle()?,
+            idempotency_key: r.idempotency_key()?,
             data: r.text()?,
         },
         kind::DELIVER_REPLY => Frame::DeliverReply {
@@ -902,12 +909,14 @@ mod tests {
                 from: Handle { key: 1, gen: 2 },
                 to: Handle { key: 3, gen: 4 },
                 data: "héllo \"world\"\n".into(),
+                idempotency_key: None,
             },
             Frame::Deliver {
                 req: 7,
                 from: Handle { key: 1, gen: 2 },
                 to: Handle { key: 3, gen: 4 },
                 data: "".into(),
+                idempotency_key: None,
             },
             Frame::DeliverReply {
                 req: 8,
@@ -1096,9 +1105,9 @@ mod tests {
             (corrupt(reply, 8, 1), "frame ends inside a field"),
             // Exit: from(12) to(12) reason(1)
             (corrupt(exit, 24, 4), "bad reason"),
-            // Deliver: req(8) from(12) to(12) len(4) data
-            (corrupt(deliver, 36, 0xC3), "data is not UTF-8"),
-            (corrupt(deliver, 32, 0x7F), "frame ends inside a field"),
+            // Deliver: req(8) from(12) to(12) key_len(1) len(4) data
+            (corrupt(deliver, 37, 0xC3), "data is not UTF-8"),
+            (corrupt(deliver, 33, 0x7F), "frame ends inside a field"),
             // DeliverReply: req(8) result(1)
             (corrupt(result, 8, 3), "bad deliver result"),
             // Forward: req(8) pair_len(1) "p-1"(3) side(1) key(4) gen(8)
@@ -1174,7 +1183,7 @@ mod tests {
         assert_eq!(length(&s[8]), 51); // LookupReply, some, some
         assert_eq!(length(&s[10]), 33); // Link
         assert_eq!(length(&s[11]), 26); // Exit
-        assert_eq!(length(&s[16]), 37); // Deliver, empty
+        assert_eq!(length(&s[16]), 38); // Deliver, empty, no key
         assert_eq!(length(&s[17]), 10); // DeliverReply
         assert_eq!(length(&s[20]), 39 + 3 + 10); // Forward Poll, pair "p-1"
         assert_eq!(length(&s[21]), 39 + 3 + 18); // Forward Poll with timeout

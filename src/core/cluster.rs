@@ -83,11 +83,13 @@ impl<W> Node<W> {
             .filter(|(_, s)| s.peer.is_some_and(|p| p.node == peer))
             .map(|(k, _)| k as u32)
             .collect();
-        for key in linked {
+        for &key in &linked {
             self.sessions[key as usize].peer = None;
             self.deliver(now, key, EventKind::PeerOffline(Reason::NodeDown));
         }
-        let reqs: Vec<u64> = self.pending.keys().copied().collect();
+        let mut reqs: Vec<u64> = self.pending.keys().copied().collect();
+        // Sorted: the same inputs give the same outputs, in the same order.
+        reqs.sort_unstable();
         for req in reqs {
             self.pending_peer_down(req, peer);
         }
@@ -97,9 +99,17 @@ impl<W> Node<W> {
             .filter(|(p, _)| *p == peer)
             .copied()
             .collect();
+        let mut polls = polls;
+        polls.sort_unstable();
         for id in polls {
             if let Some(handle) = self.remote_polls.remove(&id) {
                 self.cancel_poll(now, handle);
+            }
+        }
+        // A claim refused while the lost link stood may be waiting elsewhere.
+        for key in linked {
+            if self.sessions.contains(key as usize) && !self.draining() {
+                self.relookup(now, key);
             }
         }
     }
@@ -118,6 +128,12 @@ impl<W> Node<W> {
             Pending::Resync { peer: p, .. } if *p == peer => {
                 self.take_pending(req);
             }
+            Pending::Late { awaiting, .. } => {
+                awaiting.retain(|&p| p != peer);
+                if awaiting.is_empty() {
+                    self.take_pending(req);
+                }
+            }
             Pending::Forward { peer: p, .. } | Pending::Resume { peer: p, .. } if *p == peer => {
                 if let Some(Pending::Forward { waiter, .. } | Pending::Resume { waiter, .. }) =
                     self.take_pending(req)
@@ -126,8 +142,9 @@ impl<W> Node<W> {
                 }
             }
             Pending::Deliver { peer: p, .. } if *p == peer => {
+                // It may have arrived: the outcome is unknown, so 503, not 409.
                 if let Some(Pending::Deliver { waiter, .. }) = self.take_pending(req) {
-                    self.answer(waiter, ApiError::PeerOffline.into());
+                    self.answer(waiter, ApiError::Unavailable.into());
                 }
             }
             Pending::Deliver {
@@ -166,7 +183,28 @@ impl<W> Node<W> {
                     gen: to.gen,
                 }) {
                     Some(key) => {
-                        if !self.offer_link(now, key, candidate, from.hlc) {
+                        let was = self.sessions[key as usize].peer;
+                        let linked = self.offer_link(now, key, candidate, from.hlc);
+                        if linked && was != Some(candidate) {
+                            // Confirm, so a sender that meanwhile
+                            // dropped or lost the link answers Exit.
+                            let session = &self.sessions[key as usize];
+                            let me = Claim {
+                                handle: Handle {
+                                    key,
+                                    gen: session.gen,
+                                },
+                                hlc: session.hlc,
+                            };
+                            self.send_frame(
+                                peer,
+                                Frame::Link {
+                                    from: me,
+                                    to: from.handle,
+                                },
+                            );
+                        }
+                        if !linked {
                             // Linked to a better claim: the asker's claim is
                             // losing; tell it, so it does not think itself
                             // linked while its node settles the conflict.
@@ -205,6 +243,9 @@ impl<W> Node<W> {
                     if self.sessions[key as usize].peer == Some(from) {
                         self.sessions[key as usize].peer = None;
                         self.deliver(now, key, EventKind::PeerOffline(reason));
+                        if !self.draining() {
+                            self.relookup(now, key);
+                        }
                     }
                 }
             }
@@ -213,8 +254,9 @@ impl<W> Node<W> {
                 from,
                 to,
                 data,
+                idempotency_key,
             } => {
-                let result = self.on_deliver(now, peer, from, to, data);
+                let result = self.on_deliver(now, peer, from, to, data, idempotency_key);
                 self.send_frame(peer, Frame::DeliverReply { req, result });
             }
             Frame::DeliverReply { req, result } => {
@@ -373,6 +415,14 @@ impl<W> Node<W> {
                 self.take_pending(req);
                 found
             }
+            Some(Pending::Late { key, gen, awaiting }) if awaiting.contains(&peer) => {
+                awaiting.retain(|&p| p != peer);
+                let found = (*key, *gen);
+                if awaiting.is_empty() {
+                    self.take_pending(req);
+                }
+                found
+            }
             _ => return,
         };
         if let Some(key) = self.local_session(Addr { node: 0, key, gen }) {
@@ -431,11 +481,17 @@ impl<W> Node<W> {
             gen,
             found_remote,
             deadline,
-            ..
+            awaiting,
         }) = self.take_pending(req)
         else {
             return;
         };
+        // Replies still out after the deadline are still heard: a late
+        // one may show a rival claim or the peer.
+        if !awaiting.is_empty() && self.local_session(Addr { node: 0, key, gen }).is_some() {
+            self.pending
+                .insert(req, Pending::Late { key, gen, awaiting });
+        }
         self.req_deadlines.remove(&(deadline, req));
         let reply = match self.local_session(Addr { node: 0, key, gen }) {
             Some(key) => {
@@ -455,6 +511,7 @@ impl<W> Node<W> {
         from: Handle,
         to: Handle,
         data: Box<str>,
+        idempotency_key: Option<Vec<u8>>,
     ) -> DeliverResult {
         let from = Addr {
             node: peer,
@@ -471,8 +528,26 @@ impl<W> Node<W> {
         if self.sessions[key as usize].peer != Some(from) {
             return DeliverResult::PeerOffline;
         }
+        if let Some(k) = &idempotency_key {
+            let s = &self.sessions[key as usize];
+            if s.received_keys.iter().any(|(n, kk, g, rk)| {
+                (*n, *kk, *g) == (from.node, from.key, from.gen) && **rk == **k
+            }) {
+                return DeliverResult::Delivered;
+            }
+        }
         match self.accept_message(now, key, data) {
-            Ok(()) => DeliverResult::Delivered,
+            Ok(()) => {
+                if let Some(k) = idempotency_key {
+                    let s = &mut self.sessions[key as usize];
+                    if s.received_keys.len() == crate::limits::IDEMPOTENCY_KEYS_MAX {
+                        s.received_keys.pop_front();
+                    }
+                    s.received_keys
+                        .push_back((from.node, from.key, from.gen, k.into()));
+                }
+                DeliverResult::Delivered
+            }
             Err(_) => DeliverResult::PeerBusy,
         }
     }

@@ -157,6 +157,13 @@ pub(super) enum Pending<W> {
     },
     /// A lookup re-sent for a live session when `peer` came up.
     Resync { key: u32, gen: u64, peer: u16 },
+    /// Lookups still out for a live session (a join that timed out, or
+    /// a session looking for its peer again); their replies still count.
+    Late {
+        key: u32,
+        gen: u64,
+        awaiting: Vec<u16>,
+    },
     /// A client request carried out on `peer`.
     Forward {
         waiter: W,
@@ -193,7 +200,7 @@ impl<W> Pending<W> {
             | Pending::Forward { deadline, .. }
             | Pending::Resume { deadline, .. }
             | Pending::Deliver { deadline, .. } => Some(*deadline),
-            Pending::Resync { .. } => None,
+            Pending::Resync { .. } | Pending::Late { .. } => None,
         }
     }
 }
@@ -627,6 +634,7 @@ impl<W> Node<W> {
                 gen: peer.gen,
             };
             let waiter = make_waiter();
+            let idempotency_key_wire = idempotency_key.map(<[u8]>::to_vec);
             let idempotency_key = idempotency_key.map(Box::from);
             let deadline = now.saturating_add(FORWARD_SLACK_MS);
             self.req_deadlines.insert((deadline, req));
@@ -648,6 +656,7 @@ impl<W> Node<W> {
                     from,
                     to,
                     data,
+                    idempotency_key: idempotency_key_wire,
                 },
             );
             return Started::Waiting(None);
@@ -887,6 +896,13 @@ impl<W> Node<W> {
                     let session = &mut self.sessions[key as usize];
                     session.peer = Some(candidate);
                     session.peer_hlc = candidate_hlc;
+                    // The client hears that its peer changed (both
+                    // events before a waiting poll is answered).
+                    self.sessions[key as usize].push(EventKind::PeerOffline(Reason::Left));
+                    self.total_events += 1;
+                    self.deliver(now, key, EventKind::PeerOnline);
+                    // The abandoned handler is told.
+                    self.abandon(now, key, current);
                 }
                 wins
             }
@@ -898,6 +914,80 @@ impl<W> Node<W> {
                 true
             }
         }
+    }
+
+    /// Session `key` stopped being linked to `old`; tell `old`.
+    pub(super) fn abandon(&mut self, now: Millis, key: u32, old: Addr) {
+        let me = self.addr(key);
+        if old.node == 0 {
+            if let Some(old_key) = self.local_session(old) {
+                if self.sessions[old_key as usize].peer == Some(me) {
+                    self.sessions[old_key as usize].peer = None;
+                    self.deliver(now, old_key, EventKind::PeerOffline(Reason::Left));
+                    self.relookup(now, old_key);
+                }
+            }
+        } else {
+            let gen = self.sessions[key as usize].gen;
+            self.send_frame(
+                old.node,
+                Frame::Exit {
+                    from: Handle { key, gen },
+                    to: Handle {
+                        key: old.key,
+                        gen: old.gen,
+                    },
+                    reason: Reason::Left,
+                },
+            );
+        }
+    }
+
+    /// A live session lost its peer: look for the other side again,
+    /// here and on every up node.
+    pub(super) fn relookup(&mut self, now: Millis, key: u32) {
+        let session = &self.sessions[key as usize];
+        if session.peer.is_some() {
+            return;
+        }
+        let (pair, side, gen, hlc) = (session.pair.clone(), session.side, session.gen, session.hlc);
+        if let Some(&peer_key) = self.registry.get(&(pair.clone(), side.peer())) {
+            let (addr, peer_addr) = (self.addr(key), self.addr(peer_key));
+            let peer_hlc = self.sessions[peer_key as usize].hlc;
+            if self.offer_link(now, peer_key, addr, hlc) {
+                self.offer_link(now, key, peer_addr, peer_hlc);
+            }
+        }
+        let up: Vec<u16> = (1..=self.peers.len() as u16)
+            .filter(|&p| self.is_peer_up(p))
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let req = self.new_req();
+        let claim = Claim {
+            handle: Handle { key, gen },
+            hlc,
+        };
+        for &p in &up {
+            self.send_frame(
+                p,
+                Frame::Lookup {
+                    req,
+                    pair: pair.clone(),
+                    side,
+                    claim,
+                },
+            );
+        }
+        self.pending.insert(
+            req,
+            Pending::Late {
+                key,
+                gen,
+                awaiting: up,
+            },
+        );
     }
 
     /// The order of claims: of two claims to one side, the smaller
@@ -1003,6 +1093,9 @@ impl<W> Node<W> {
                     if self.sessions[peer_key as usize].peer == Some(me) {
                         self.sessions[peer_key as usize].peer = None;
                         self.deliver(now, peer_key, EventKind::PeerOffline(reason));
+                        if !self.draining() {
+                            self.relookup(now, peer_key);
+                        }
                     }
                 }
             }

@@ -63,6 +63,10 @@ pub struct Session<W> {
     /// Idempotency keys of the last messages sent, oldest first. Allocated
     /// only when a client uses keys.
     pub idempotency_keys: VecDeque<Box<[u8]>>,
+    /// Idempotency keys of messages received from handlers on other
+    /// nodes, with the sending handle, so a retried `Deliver` is not
+    /// buffered twice. Bounded like `idempotency_keys`.
+    pub received_keys: VecDeque<(u16, u32, u64, Box<[u8]>)>,
 }
 
 impl<W> Session<W> {
@@ -90,6 +94,7 @@ impl<W> Session<W> {
             peer_hlc: 0,
             hlc,
             idempotency_keys: VecDeque::new(),
+            received_keys: VecDeque::new(),
         }
     }
 
