@@ -230,3 +230,25 @@ fn leaving_tells_the_remote_peer() {
         r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"left"}]}"#
     );
 }
+
+#[test]
+fn a_drain_answers_clients_waiting_on_other_nodes() {
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    // A poll of a's, forwarded through n2, waits at n1.
+    let started = nodes[1].poll(1, &pair("p"), Side::A, &a, 0, Some(60_000), || 5);
+    assert!(matches!(
+        started,
+        Started::Waiting(Some(CancelKey::Forward(_)))
+    ));
+    pump(&mut nodes, 1);
+    nodes[1].drain(2);
+    let mut answered = Vec::new();
+    while let Some(o) = nodes[1].poll_output() {
+        if let Output::Answer { waiter, reply } = o {
+            answered.push((waiter, reply.status));
+        }
+    }
+    assert_eq!(answered, vec![(5, 503)]);
+    assert_eq!(nodes[1].requests_pending(), 0);
+}

@@ -767,6 +767,25 @@ impl<W> Node<W> {
                 self.end(now, key, Reason::Shutdown, false);
             }
         }
+        // Clients waiting on other nodes are answered now rather than cut
+        // off when the process exits.
+        let mut reqs: Vec<u64> = self.pending.keys().copied().collect();
+        reqs.sort_unstable();
+        for req in reqs {
+            match self.take_pending(req) {
+                Some(Pending::Forward { waiter, peer, .. }) => {
+                    self.send_frame(peer, Frame::Cancel { req });
+                    self.answer(Waiter::Local(waiter), ApiError::ShuttingDown.into());
+                }
+                Some(Pending::Resume { waiter, .. }) => {
+                    self.answer(Waiter::Local(waiter), ApiError::ShuttingDown.into());
+                }
+                Some(Pending::Join { waiter, .. } | Pending::Deliver { waiter, .. }) => {
+                    self.answer(waiter, ApiError::ShuttingDown.into());
+                }
+                Some(Pending::Resync { .. } | Pending::Late { .. }) | None => {}
+            }
+        }
     }
 
     /// Where a token's session lives.
