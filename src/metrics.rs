@@ -161,6 +161,20 @@ pub fn render<W>(
     }
     family(
         &mut out,
+        "peer_offline_total",
+        "counter",
+        "peer_offline events given to sessions (link exits), by reason.",
+    );
+    for reason in Reason::ALL {
+        let _ = writeln!(
+            out,
+            "pairlink_peer_offline_total{{reason=\"{}\"}} {}",
+            reason.as_str(),
+            stats.peer_offline[reason.index()]
+        );
+    }
+    family(
+        &mut out,
         "http_responses_total",
         "counter",
         "HTTP responses, by status.",

@@ -64,6 +64,9 @@ pub struct Stats {
     pub forwarded: u64,
     /// Sessions ended, by [`Reason::index`].
     pub exits: [u64; 4],
+    /// `peer_offline` events given to sessions (link exits), by
+    /// [`Reason::index`]; `node_down` shows only here.
+    pub peer_offline: [u64; 4],
     /// Sessions ended because another claim to their side won.
     pub conflicts_lost: u64,
 }
@@ -1028,6 +1031,9 @@ impl<W> Node<W> {
 
     /// Puts an event into a session's buffer and answers its waiting poll.
     pub(super) fn deliver(&mut self, now: Millis, key: u32, kind: EventKind) {
+        if let EventKind::PeerOffline(reason) = kind {
+            self.stats.peer_offline[reason.index()] += 1;
+        }
         let session = &mut self.sessions[key as usize];
         session.push(kind);
         self.total_events += 1;

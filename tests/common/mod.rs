@@ -1538,3 +1538,95 @@ pub fn metrics(server: &Server) -> Metrics {
     assert!(ct.starts_with("text/plain"), "/metrics Content-Type: {r:?}");
     Metrics::parse(&r.text())
 }
+
+// ---------------------------------------------------------------------------
+// Processes on given ports (cluster tests)
+// ---------------------------------------------------------------------------
+
+impl Server {
+    /// Starts the binary with `--listen 127.0.0.1:port` followed by `args`,
+    /// on this exact port (the caller picked it, and retries on a bind
+    /// race), and waits for `/healthz`. Errors carry the server's stderr.
+    pub fn try_start_on(port: u16, args: &[String]) -> Result<Server, String> {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut all_args: Vec<String> = vec!["--listen".into(), addr.to_string()];
+        all_args.extend(args.iter().cloned());
+        let dir = scratch_dir();
+        let child = base_command(&all_args, &[], &dir)
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        let mut server = Server {
+            child,
+            addr,
+            dir,
+            exit: None,
+        };
+        for _ in 0..HEALTH_TRIES_MAX {
+            if let Some(status) = server.child.try_wait().expect("try_wait") {
+                server.exit = Some(status);
+                return Err(format!(
+                    "server exited with {status} before answering /healthz; stderr:\n{}",
+                    server.stderr()
+                ));
+            }
+            if health_ok(addr) {
+                // A bind race could let another process answer on our port:
+                // ours must still be running.
+                if let Some(status) = server.child.try_wait().expect("try_wait") {
+                    server.exit = Some(status);
+                    return Err(format!(
+                        "server exited with {status} right after /healthz answered; stderr:\n{}",
+                        server.stderr()
+                    ));
+                }
+                return Ok(server);
+            }
+            std::thread::sleep(HEALTH_PAUSE);
+        }
+        Err(format!(
+            "server did not answer GET /healthz with 200 within {} ms; stderr:\n{}",
+            HEALTH_TRIES_MAX as u128 * HEALTH_PAUSE.as_millis(),
+            server.stderr()
+        ))
+    }
+
+    /// True while the process has not exited (a stopped process is running).
+    pub fn is_running(&mut self) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
+        match self.child.try_wait().expect("try_wait") {
+            Some(s) => {
+                self.exit = Some(s);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// `kill -9` and reap; the stderr stays readable until the guard drops.
+    pub fn kill_hard(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let status = self.child.wait().expect("wait after kill");
+            self.exit = Some(status);
+        }
+    }
+}
+
+/// `n` ports that were free a moment ago on 127.0.0.1, all different (the
+/// listeners are held together while the ports are collected).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local_addr").port())
+        .collect()
+}
+
+/// A fresh scratch directory (the caller removes it).
+pub fn scratch_directory() -> PathBuf {
+    scratch_dir()
+}

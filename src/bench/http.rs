@@ -1,0 +1,483 @@
+//! A small HTTP/1.1 client for the load generator: one keep-alive
+//! connection per request stream, every request under a deadline, and
+//! failures reduced to an [`ErrKind`] that the report counts.
+//!
+//! It reads exactly what pairlink and nginx send: `Content-Length` bodies,
+//! `Transfer-Encoding: chunked` bodies, and bodiless 204/304 answers. A
+//! response larger than [`BODY_BYTES_MAX`] is a parse error, so a server
+//! gone wrong cannot make the generator grow without bound.
+
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::{Async, Timer};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Largest response head accepted.
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Largest response body accepted.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Header lines parsed per response; nginx and pairlink send fewer than 16.
+const HEADERS_MAX: usize = 32;
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Why a request failed; each kind is a separate counter in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrKind {
+    /// The TCP connection could not be opened (refused, or its deadline).
+    Connect,
+    /// The deadline passed before the whole response arrived.
+    Timeout,
+    /// A complete response with a status the workload did not expect.
+    Status(u16),
+    /// A response that is not HTTP/1.1 as we read it, or a body that is not
+    /// what the API promises.
+    Parse,
+    /// The server closed the connection before a complete response.
+    Closed,
+    /// Another socket error (reset, broken pipe).
+    Io,
+}
+
+impl ErrKind {
+    /// The counter name in the report: `connect`, `timeout`, `status_429`…
+    pub fn name(self) -> String {
+        match self {
+            ErrKind::Connect => "connect".into(),
+            ErrKind::Timeout => "timeout".into(),
+            ErrKind::Status(code) => format!("status_{code}"),
+            ErrKind::Parse => "parse".into(),
+            ErrKind::Closed => "closed".into(),
+            ErrKind::Io => "io".into(),
+        }
+    }
+}
+
+/// `http://host:port/prefix`, checked and resolved.
+#[derive(Clone, Debug)]
+pub struct Url {
+    /// The socket address to dial.
+    pub addr: SocketAddr,
+    /// The `Host` header value (`host:port` as given).
+    pub host: String,
+    /// Path prefix without a trailing slash (empty for the root).
+    pub prefix: String,
+}
+
+impl Url {
+    /// Parses `http://HOST:PORT[/prefix]`. HOST is an IP literal or
+    /// `localhost`; without `allow_remote` it must be a loopback address,
+    /// so a benchmark never floods a machine by a typo.
+    pub fn parse(text: &str, allow_remote: bool) -> Result<Url, String> {
+        let rest = text
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{text:?}: only http:// URLs are supported"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let addr: SocketAddr = if let Some(port) = authority.strip_prefix("localhost:") {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("{text:?}: bad port {port:?}"))?;
+            SocketAddr::from(([127, 0, 0, 1], port))
+        } else {
+            authority.parse().map_err(|_| {
+                format!("{text:?}: the host must be an IP address or localhost, with a port")
+            })?
+        };
+        if !allow_remote && !addr.ip().is_loopback() {
+            return Err(format!(
+                "{text:?}: not a loopback address (pass --allow-remote to benchmark another host)"
+            ));
+        }
+        Ok(Url {
+            addr,
+            host: authority.to_string(),
+            prefix: path.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// A complete response.
+#[derive(Debug, Default)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+    /// `Etag`, kept for Nchan's long-poll cursor.
+    pub etag: Option<String>,
+    /// `Last-Modified`, kept for Nchan's long-poll cursor.
+    pub last_modified: Option<String>,
+    /// The server will close the connection after this response.
+    pub close: bool,
+}
+
+/// Runs `fut` until `deadline`; past it the answer is [`ErrKind::Timeout`].
+pub async fn with_deadline<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = Result<T, ErrKind>>,
+) -> Result<T, ErrKind> {
+    smol::future::or(fut, async {
+        Timer::at(deadline).await;
+        Err(ErrKind::Timeout)
+    })
+    .await
+}
+
+/// One open connection with its read buffer.
+pub struct Conn {
+    stream: Async<TcpStream>,
+    /// Received bytes not yet consumed: `buf[..filled]`.
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+impl Conn {
+    /// Opens a connection with `TCP_NODELAY`, so that a request written in
+    /// one piece leaves at once.
+    pub async fn connect(addr: SocketAddr, deadline: Instant) -> Result<Conn, ErrKind> {
+        let stream = with_deadline(deadline, async {
+            Async::<TcpStream>::connect(addr)
+                .await
+                .map_err(|_| ErrKind::Connect)
+        })
+        .await
+        .map_err(|_| ErrKind::Connect)?;
+        let _ = stream.get_ref().set_nodelay(true);
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+            filled: 0,
+        })
+    }
+
+    /// Writes a whole request.
+    pub async fn write(&mut self, request: &[u8]) -> Result<(), ErrKind> {
+        self.stream.write_all(request).await.map_err(io_kind)
+    }
+
+    /// Reads one whole response.
+    pub async fn read_response(&mut self, head_request: bool) -> Result<Response, ErrKind> {
+        // The head.
+        let (status, head_len, mut response, body_kind) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            let mut parsed = httparse::Response::new(&mut headers);
+            match parsed.parse(&self.buf[..self.filled]) {
+                Ok(httparse::Status::Complete(head_len)) => {
+                    let status = parsed.code.ok_or(ErrKind::Parse)?;
+                    let (response, body_kind) =
+                        interpret_head(status, parsed.version, parsed.headers, head_request)?;
+                    break (status, head_len, response, body_kind);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.filled >= HEAD_BYTES_MAX {
+                        return Err(ErrKind::Parse);
+                    }
+                    self.fill().await?;
+                }
+                Err(_) => return Err(ErrKind::Parse),
+            }
+        };
+        response.status = status;
+        self.consume(head_len);
+        // 1xx answers are not used by either server; reading past one
+        // would need a loop that nothing exercises.
+        if (100..200).contains(&status) {
+            return Err(ErrKind::Parse);
+        }
+        match body_kind {
+            BodyKind::None => {}
+            BodyKind::Length(n) => {
+                while self.filled < n {
+                    self.fill().await?;
+                }
+                response.body = self.buf[..n].to_vec();
+                self.consume(n);
+            }
+            BodyKind::Chunked => response.body = self.read_chunked().await?,
+            BodyKind::UntilClose => {
+                loop {
+                    if self.filled > BODY_BYTES_MAX {
+                        return Err(ErrKind::Parse);
+                    }
+                    match self.fill().await {
+                        Ok(()) => {}
+                        Err(ErrKind::Closed) => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                response.body = self.buf[..self.filled].to_vec();
+                self.filled = 0;
+                response.close = true;
+            }
+        }
+        Ok(response)
+    }
+
+    async fn read_chunked(&mut self) -> Result<Vec<u8>, ErrKind> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = self.read_line().await?;
+            let size_text =
+                std::str::from_utf8(&self.buf[..line_end]).map_err(|_| ErrKind::Parse)?;
+            let size_text = size_text.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16).map_err(|_| ErrKind::Parse)?;
+            self.consume(line_end + 2);
+            if size == 0 {
+                // Trailer lines, up to the empty one.
+                loop {
+                    let end = self.read_line().await?;
+                    self.consume(end + 2);
+                    if end == 0 {
+                        return Ok(body);
+                    }
+                }
+            }
+            if body.len() + size > BODY_BYTES_MAX {
+                return Err(ErrKind::Parse);
+            }
+            while self.filled < size + 2 {
+                self.fill().await?;
+            }
+            if &self.buf[size..size + 2] != b"\r\n" {
+                return Err(ErrKind::Parse);
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.consume(size + 2);
+        }
+    }
+
+    /// Waits for a CRLF in the buffer and returns the offset of the CR.
+    async fn read_line(&mut self) -> Result<usize, ErrKind> {
+        loop {
+            if let Some(i) = self.buf[..self.filled]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+            {
+                return Ok(i);
+            }
+            if self.filled >= HEAD_BYTES_MAX {
+                return Err(ErrKind::Parse);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads more bytes; a closed connection is [`ErrKind::Closed`].
+    async fn fill(&mut self) -> Result<(), ErrKind> {
+        if self.buf.len() < self.filled + READ_CHUNK_BYTES {
+            self.buf.resize(self.filled + READ_CHUNK_BYTES, 0);
+        }
+        let n = self
+            .stream
+            .read(&mut self.buf[self.filled..])
+            .await
+            .map_err(io_kind)?;
+        if n == 0 {
+            return Err(ErrKind::Closed);
+        }
+        self.filled += n;
+        Ok(())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.filled, 0);
+        self.filled -= n;
+    }
+
+    /// True when bytes were received that no response claimed yet.
+    pub fn has_unread(&self) -> bool {
+        self.filled > 0
+    }
+}
+
+enum BodyKind {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+fn interpret_head(
+    status: u16,
+    version: Option<u8>,
+    headers: &[httparse::Header<'_>],
+    head_request: bool,
+) -> Result<(Response, BodyKind), ErrKind> {
+    let mut response = Response {
+        close: version == Some(0),
+        ..Response::default()
+    };
+    let mut length = None;
+    let mut chunked = false;
+    for h in headers {
+        let value = || std::str::from_utf8(h.value).map_err(|_| ErrKind::Parse);
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n: usize = value()?.trim().parse().map_err(|_| ErrKind::Parse)?;
+            if n > BODY_BYTES_MAX {
+                return Err(ErrKind::Parse);
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value()?.trim().eq_ignore_ascii_case("chunked");
+            if !chunked {
+                return Err(ErrKind::Parse);
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = value()?;
+            if v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                response.close = true;
+            } else if v
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"))
+            {
+                response.close = false;
+            }
+        } else if h.name.eq_ignore_ascii_case("etag") {
+            response.etag = Some(value()?.to_string());
+        } else if h.name.eq_ignore_ascii_case("last-modified") {
+            response.last_modified = Some(value()?.to_string());
+        }
+    }
+    let kind = if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+        BodyKind::None
+    } else if chunked {
+        BodyKind::Chunked
+    } else if let Some(n) = length {
+        BodyKind::Length(n)
+    } else {
+        BodyKind::UntilClose
+    };
+    Ok((response, kind))
+}
+
+fn io_kind(e: std::io::Error) -> ErrKind {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ErrKind::Closed,
+        _ => ErrKind::Io,
+    }
+}
+
+/// A request stream to one server: a keep-alive connection opened on first
+/// use and again after any failure.
+pub struct Client {
+    /// Where to connect.
+    pub url: Url,
+    conn: Option<Conn>,
+    /// The request being built; kept to reuse its allocation.
+    pub scratch: Vec<u8>,
+}
+
+impl Client {
+    /// A client that connects lazily.
+    pub fn new(url: Url) -> Client {
+        Client {
+            url,
+            conn: None,
+            scratch: Vec::with_capacity(512),
+        }
+    }
+
+    /// Opens the connection now, if it is not open, so that a measured
+    /// request does not pay for the handshake.
+    pub async fn warm(&mut self, deadline: Instant) -> Result<(), ErrKind> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::connect(self.url.addr, deadline).await?);
+        }
+        Ok(())
+    }
+
+    /// Sends the request in `self.scratch` and reads its response, all
+    /// within `timeout`. Any failure drops the connection, since its state
+    /// is unknown; a reused connection the server had closed while idle
+    /// (no byte of the response received) is retried once on a new one.
+    pub async fn send_scratch(
+        &mut self,
+        timeout: Duration,
+        head: bool,
+    ) -> Result<Response, ErrKind> {
+        let deadline = Instant::now() + timeout;
+        let reused = self.conn.is_some();
+        match self.attempt(deadline, head).await {
+            Err(ErrKind::Closed | ErrKind::Io) if reused => self.attempt(deadline, head).await,
+            other => other,
+        }
+    }
+
+    async fn attempt(&mut self, deadline: Instant, head: bool) -> Result<Response, ErrKind> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::connect(self.url.addr, deadline).await?);
+        }
+        let Client { conn, scratch, .. } = self;
+        let Some(c) = conn.as_mut() else {
+            return Err(ErrKind::Connect);
+        };
+        let result = with_deadline(deadline, async {
+            c.write(scratch).await?;
+            c.read_response(head).await
+        })
+        .await;
+        match &result {
+            Ok(r) if !r.close && !c.has_unread() => {}
+            _ => self.conn = None,
+        }
+        result
+    }
+
+    /// Starts `METHOD prefix+path HTTP/1.1` in the scratch buffer with the
+    /// `Host` header; the caller adds headers and calls [`Client::finish`].
+    pub fn begin(&mut self, method: &str, path: &str) {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(method.as_bytes());
+        self.scratch.push(b' ');
+        self.scratch.extend_from_slice(self.url.prefix.as_bytes());
+        self.scratch.extend_from_slice(path.as_bytes());
+        self.scratch.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        self.scratch.extend_from_slice(self.url.host.as_bytes());
+        self.scratch.extend_from_slice(b"\r\n");
+    }
+
+    /// Adds one header line.
+    pub fn header(&mut self, name: &str, value: &str) {
+        self.scratch.extend_from_slice(name.as_bytes());
+        self.scratch.extend_from_slice(b": ");
+        self.scratch.extend_from_slice(value.as_bytes());
+        self.scratch.extend_from_slice(b"\r\n");
+    }
+
+    /// Ends the head and appends the body (with `Content-Length` when
+    /// `body` is given).
+    pub fn finish(&mut self, body: Option<&[u8]>) {
+        if let Some(body) = body {
+            self.scratch.extend_from_slice(b"Content-Length: ");
+            self.scratch
+                .extend_from_slice(body.len().to_string().as_bytes());
+            self.scratch.extend_from_slice(b"\r\n\r\n");
+            self.scratch.extend_from_slice(body);
+        } else {
+            self.scratch.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("http://127.0.0.1:8080", false).unwrap();
+        assert_eq!(u.addr.port(), 8080);
+        assert_eq!(u.prefix, "");
+        let u = Url::parse("http://localhost:81/x/", false).unwrap();
+        assert_eq!(u.prefix, "/x");
+        assert_eq!(u.host, "localhost:81");
+        assert!(Url::parse("http://10.0.0.1:80", false).is_err());
+        assert!(Url::parse("http://10.0.0.1:80", true).is_ok());
+        assert!(Url::parse("https://127.0.0.1:80", false).is_err());
+        assert!(Url::parse("http://127.0.0.1", false).is_err());
+        assert!(Url::parse("http://[::1]:80", false).is_ok());
+    }
+}

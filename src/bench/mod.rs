@@ -1,0 +1,45 @@
+//! The load generator behind `pairlink-bench` (src/bin/pairlink-bench.rs).
+//!
+//! # Layout
+//!
+//! - [`args`]: the command line.
+//! - [`http`]: a small HTTP/1.1 client: keep-alive connections, deadlines,
+//!   failures as error kinds.
+//! - [`json`]: a strict JSON reader for the answers, and the report writer.
+//! - [`target`]: join, poll, send and leave, for pairlink or nginx + Nchan.
+//! - [`relay`], [`pairing`], [`idle`]: the three workloads.
+//! - [`hist`]: a log-linear latency histogram.
+//! - [`procfs`]: the server's CPU time and RSS from `/proc`.
+//! - [`report`]: error counters, CPU meter, the JSON line and the summary.
+//!
+//! Everything runs on one thread in one `LocalExecutor`, like the server:
+//! pinned to its own core with `taskset`, the generator's cost is easy to
+//! see and does not steal from the server's core.
+
+pub mod args;
+pub mod hist;
+pub mod http;
+pub mod idle;
+pub mod json;
+pub mod pairing;
+pub mod procfs;
+pub mod relay;
+pub mod report;
+pub mod target;
+
+use args::{Args, Workload};
+use report::Outcome;
+use smol::LocalExecutor;
+use std::rc::Rc;
+
+/// Runs the workload `args` asks for, to its end.
+pub fn run(args: Args) -> Outcome {
+    let ex = Rc::new(LocalExecutor::new());
+    smol::block_on(ex.run(async {
+        match args.workload {
+            Workload::Relay => relay::run(ex.clone(), args).await,
+            Workload::Pairing => pairing::run(args).await,
+            Workload::Idle => idle::run(ex.clone(), args).await,
+        }
+    }))
+}

@@ -1,0 +1,176 @@
+//! The pairing workload: N pairs, C at a time. For each pair, side a
+//! joins and polls; side b joins; a's poll returns `peer_online`; both
+//! leave. The latency measured is from the start of b's join to the
+//! moment a's poll answer carrying `peer_online` is read.
+//!
+//! Each of the C workers keeps two keep-alive connections, one for side a
+//! and one for side b; given several URLs, worker w sends a to node
+//! `w mod n` and b to node `w+1 mod n`, so every pairing crosses nodes.
+
+use super::args::Args;
+use super::hist::Hist;
+use super::http::{Client, ErrKind};
+use super::report::{self, Errors, Meter, Outcome};
+use super::target::{join_all, Event, Proto};
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+/// Polls of side a tried before a pairing counts as failed: the first
+/// should carry `peer_online`; a second covers a poll answered empty by a
+/// race we did not foresee.
+const POLLS_PER_PAIRING_MAX: u32 = 3;
+
+struct Run {
+    proto: Proto,
+    prefix: String,
+    pairs: u64,
+    stop_at: Instant,
+    next: Cell<u64>,
+    done: Cell<u64>,
+    last_done: Cell<Instant>,
+    hist: RefCell<Hist>,
+    errors: RefCell<Errors>,
+}
+
+/// Runs the workload and builds its report.
+pub async fn run(args: Args) -> Outcome {
+    let proto = Proto {
+        target: args.target,
+        timeout: args.timeout,
+        poll_timeout: args.poll_timeout,
+    };
+    let n = args.urls.len();
+    let workers = args.concurrency.min(args.pairs) as usize;
+    let mut clients: Vec<(Client, Client)> = (0..workers)
+        .map(|w| {
+            (
+                Client::new(args.urls[w % n].clone()),
+                Client::new(args.urls[(w + 1) % n].clone()),
+            )
+        })
+        .collect();
+    // Connections are opened before the clock starts.
+    let mut errors = Errors::default();
+    let warm_deadline = Instant::now() + args.timeout;
+    for (a, b) in &mut clients {
+        for c in [a, b] {
+            if let Err(e) = c.warm(warm_deadline).await {
+                errors.add(e);
+            }
+        }
+    }
+    let started = Instant::now();
+    let run = Run {
+        proto,
+        prefix: format!("p{:x}", args.seed),
+        pairs: args.pairs,
+        stop_at: started + args.duration,
+        next: Cell::new(0),
+        done: Cell::new(0),
+        last_done: Cell::new(started),
+        hist: RefCell::new(Hist::new()),
+        errors: RefCell::new(errors),
+    };
+    let mut meter = Meter::new(&args.pids);
+    meter.start();
+    let futs: Vec<_> = clients
+        .iter_mut()
+        .map(|(a, b)| Box::pin(worker(&run, a, b)))
+        .collect();
+    join_all(futs).await;
+    let cpu = meter.stop();
+    let elapsed = run.last_done.get().duration_since(started);
+    let done = run.done.get();
+    let rate = done as f64 / elapsed.as_secs_f64();
+    let hist = run.hist.borrow();
+    let errors = run.errors.borrow();
+    let mut w = report::head(&args);
+    w.u64("pairs", args.pairs);
+    w.u64("concurrency", workers as u64);
+    w.u64("pairings", done);
+    w.f64("elapsed_s", elapsed.as_secs_f64());
+    w.f64("pairings_per_s", rate);
+    report::write_latency(&mut w, "latency_us", &hist);
+    errors.write(&mut w);
+    let cpu_line = report::write_cpu(&mut w, cpu, "pairing", done);
+    let summary = format!(
+        "pairing against {} ({}): {done} of {} pairings at concurrency {workers} in {:.2} s, {rate:.0}/s\n  \
+         b's join to a's peer_online: {}\n  {cpu_line}\n  errors: {}",
+        args.target.name(),
+        args.url_texts.join(", "),
+        args.pairs,
+        elapsed.as_secs_f64(),
+        report::latency_summary(&hist),
+        errors.summary()
+    );
+    Outcome {
+        line: w.finish(),
+        summary,
+        ok: done > 0,
+    }
+}
+
+/// Takes pair numbers until all are taken or the time bound passes.
+async fn worker(run: &Run, ca: &mut Client, cb: &mut Client) {
+    loop {
+        let i = run.next.get();
+        if i >= run.pairs || Instant::now() >= run.stop_at {
+            return;
+        }
+        run.next.set(i + 1);
+        let pair = format!("{}-{i}", run.prefix);
+        match one_pairing(run, ca, cb, &pair).await {
+            Ok(latency) => {
+                run.hist.borrow_mut().record(latency);
+                run.done.set(run.done.get() + 1);
+                run.last_done.set(Instant::now());
+            }
+            Err(e) => run.errors.borrow_mut().add(e),
+        }
+    }
+}
+
+/// One pairing; the answer is b's join start to a's `peer_online`.
+async fn one_pairing(
+    run: &Run,
+    ca: &mut Client,
+    cb: &mut Client,
+    pair: &str,
+) -> Result<Duration, ErrKind> {
+    let proto = run.proto;
+    let mut a = proto.join(ca, pair, 'a').await?;
+    // a's poll is written before b's join starts (the first future of a
+    // `zip` is polled first), and the two run at once.
+    let a_id = a.clone();
+    let b_join_started = Cell::new(None);
+    let poll_a = async {
+        let mut events = Vec::new();
+        for _ in 0..POLLS_PER_PAIRING_MAX {
+            proto.poll(ca, &mut a, &mut events).await?;
+            if events.contains(&Event::PeerOnline) {
+                return Ok(Instant::now());
+            }
+        }
+        Err(ErrKind::Parse)
+    };
+    let join_b = async {
+        b_join_started.set(Some(Instant::now()));
+        let b = proto.join(cb, pair, 'b').await;
+        if b.is_err() {
+            // a's poll would wait for nothing: leaving answers it at once.
+            let _ = proto.leave(cb, &a_id).await;
+        }
+        b
+    };
+    let (online_at, b) = smol::future::zip(poll_a, join_b).await;
+    let b = b?;
+    if !b.peer_online_at_join {
+        run.errors.borrow_mut().add_named("b_joined_offline");
+    }
+    // Both leave, whatever a's poll saw, so no session outlives the run.
+    let (la, lb) = smol::future::zip(proto.leave(ca, &a_id), proto.leave(cb, &b)).await;
+    let online_at = online_at?;
+    la.and(lb)?;
+    let started = b_join_started.get().ok_or(ErrKind::Parse)?;
+    Ok(online_at.saturating_duration_since(started))
+}

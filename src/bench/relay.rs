@@ -1,0 +1,336 @@
+//! The relay workload: P pairs ping-pong one message at a time for D
+//! seconds. Side a sends, b's waiting poll returns it, b answers, a's
+//! waiting poll returns that, a sends again. Each side keeps one
+//! connection for its polls, always with a poll waiting, and one for its
+//! sends.
+//!
+//! A message's text is `N.T` padded with `x`: N numbers the messages of a
+//! pair (0, 1, 2… alternating sides, so a lost or repeated one shows), T is
+//! the send start in nanoseconds since the run's epoch. The receiver takes
+//! the one-way latency as "poll answer read" minus T, in the one clock of
+//! this process.
+
+use super::args::Args;
+use super::hist::Hist;
+use super::http::{with_deadline, Client, ErrKind, Url};
+use super::report::{self, Errors, Meter, Outcome};
+use super::target::{leave_all, Event, Proto, Session};
+use async_channel::{Receiver, Sender};
+use smol::{LocalExecutor, Timer};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Pairs joining at the same time during set-up, so a large run does not
+/// overflow the server's listen backlog.
+pub const SETUP_CONCURRENCY: usize = 64;
+/// Attempts of one send before the pair is given up.
+const SEND_TRIES_MAX: u32 = 3;
+/// Pause after a failed request before the next attempt.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Messages a side's send queue holds; in a ping-pong at most one waits.
+const SEND_QUEUE_MAX: usize = 4;
+
+/// State shared by every task of the run.
+struct Run {
+    proto: Proto,
+    epoch: Instant,
+    message_bytes: usize,
+    measure_from: Cell<Instant>,
+    stop_at: Cell<Instant>,
+    stopped: Cell<bool>,
+    messages: Cell<u64>,
+    hist: RefCell<Hist>,
+    errors: RefCell<Errors>,
+}
+
+impl Run {
+    fn error(&self, e: ErrKind) {
+        self.errors.borrow_mut().add(e);
+    }
+
+    fn error_named(&self, name: &str) {
+        self.errors.borrow_mut().add_named(name);
+    }
+
+    /// Counts a message read at `now` that was sent at `sent_ns`, if
+    /// `now` is inside the measured window.
+    fn received(&self, now: Instant, sent_ns: u64) {
+        if now >= self.measure_from.get() && now < self.stop_at.get() {
+            self.messages.set(self.messages.get() + 1);
+            let now_ns = now.duration_since(self.epoch).as_nanos() as u64;
+            self.hist
+                .borrow_mut()
+                .record(Duration::from_nanos(now_ns.saturating_sub(sent_ns)));
+        }
+    }
+}
+
+/// `N.T` padded with `x` to `bytes`.
+fn payload(n: u64, sent_ns: u64, bytes: usize) -> Vec<u8> {
+    let mut out = format!("{n}.{sent_ns}").into_bytes();
+    if out.len() < bytes {
+        out.resize(bytes, b'x');
+    }
+    out
+}
+
+/// The `(N, T)` of a payload.
+fn parse_payload(text: &str) -> Option<(u64, u64)> {
+    let (n, rest) = text.split_once('.')?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    Some((n.parse().ok()?, rest[..digits].parse().ok()?))
+}
+
+/// Runs the workload and builds its report.
+pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
+    let proto = Proto {
+        target: args.target,
+        timeout: args.timeout,
+        poll_timeout: args.poll_timeout,
+    };
+    let now = Instant::now();
+    let run = Rc::new(Run {
+        proto,
+        epoch: now,
+        message_bytes: args.message_bytes,
+        measure_from: Cell::new(now),
+        stop_at: Cell::new(now),
+        stopped: Cell::new(false),
+        messages: Cell::new(0),
+        hist: RefCell::new(Hist::new()),
+        errors: RefCell::new(Errors::default()),
+    });
+    let sessions: Rc<RefCell<Vec<(Url, Session)>>> = Rc::default();
+    let (permit_tx, permit_rx) = async_channel::bounded(SETUP_CONCURRENCY);
+    for _ in 0..SETUP_CONCURRENCY {
+        permit_tx.try_send(()).expect("room for every permit");
+    }
+    let pairs = args.pairs as usize;
+    let (ready_tx, ready_rx) = async_channel::bounded(pairs);
+    let (go_tx, go_rx) = async_channel::bounded::<()>(1);
+    let n = args.urls.len();
+    let mut tasks = Vec::with_capacity(pairs);
+    for i in 0..pairs {
+        let urls = (args.urls[i % n].clone(), args.urls[(i + 1) % n].clone());
+        tasks.push(ex.spawn(pair_task(
+            run.clone(),
+            format!("r{:x}-{i}", args.seed),
+            urls,
+            (permit_tx.clone(), permit_rx.clone()),
+            ready_tx.clone(),
+            go_rx.clone(),
+            sessions.clone(),
+        )));
+    }
+    // Set-up: every pair joined, or its failure counted. Bounded by the
+    // worst case of every join waiting its whole deadline.
+    let rounds = pairs.div_ceil(SETUP_CONCURRENCY) as u32 + 1;
+    let setup_deadline = Instant::now() + args.timeout * 4 * rounds;
+    let mut ready = 0;
+    for _ in 0..pairs {
+        match with_deadline(setup_deadline, async {
+            ready_rx.recv().await.map_err(|_| ErrKind::Closed)
+        })
+        .await
+        {
+            Ok(true) => ready += 1,
+            Ok(false) => {}
+            Err(_) => break,
+        }
+    }
+    let mut meter = Meter::new(&args.pids);
+    let mut messages_window = Duration::ZERO;
+    let mut cpu = None;
+    if ready > 0 {
+        let go = Instant::now();
+        run.measure_from.set(go + args.warmup);
+        run.stop_at.set(go + args.warmup + args.duration);
+        drop(go_tx); // every pair task waiting on `go_rx` starts now
+        Timer::at(run.measure_from.get()).await;
+        meter.start();
+        let started = Instant::now();
+        Timer::at(run.stop_at.get()).await;
+        cpu = meter.stop();
+        messages_window = started.elapsed();
+    }
+    run.stopped.set(true);
+    drop(tasks);
+    let sessions = std::mem::take(&mut *sessions.borrow_mut());
+    let left = leave_all(run.proto, &sessions).await;
+    run.errors.borrow_mut().add_count("leave_failed", left);
+
+    let messages = run.messages.get();
+    let hist = run.hist.borrow();
+    let errors = run.errors.borrow();
+    let rate = messages as f64 / messages_window.as_secs_f64();
+    let mut w = report::head(&args);
+    w.u64("pairs", args.pairs);
+    w.u64("pairs_ready", ready as u64);
+    w.f64("duration_s", messages_window.as_secs_f64());
+    w.f64("warmup_s", args.warmup.as_secs_f64());
+    w.u64("message_bytes", args.message_bytes as u64);
+    w.u64("messages", messages);
+    w.f64("messages_per_s", rate);
+    report::write_latency(&mut w, "latency_us", &hist);
+    errors.write(&mut w);
+    let cpu_line = report::write_cpu(&mut w, cpu, "message", messages);
+    let summary = format!(
+        "relay against {} ({}): {ready} of {} pairs ran for {:.1} s: {messages} messages, {rate:.0}/s\n  \
+         one-way latency: {}\n  {cpu_line}\n  errors: {}",
+        args.target.name(),
+        args.url_texts.join(", "),
+        args.pairs,
+        messages_window.as_secs_f64(),
+        report::latency_summary(&hist),
+        errors.summary()
+    );
+    Outcome {
+        line: w.finish(),
+        summary,
+        ok: messages > 0,
+    }
+}
+
+/// One pair: joins both sides, waits for the start, then runs both sides
+/// until the run stops (the task is dropped).
+async fn pair_task(
+    run: Rc<Run>,
+    pair: String,
+    urls: (Url, Url),
+    permits: (Sender<()>, Receiver<()>),
+    ready: Sender<bool>,
+    go: Receiver<()>,
+    sessions: Rc<RefCell<Vec<(Url, Session)>>>,
+) {
+    let mut poll_a = Client::new(urls.0.clone());
+    let mut send_a = Client::new(urls.0.clone());
+    let mut poll_b = Client::new(urls.1.clone());
+    let mut send_b = Client::new(urls.1.clone());
+    let Ok(()) = permits.1.recv().await else {
+        return;
+    };
+    let setup = async {
+        let a = run.proto.join(&mut poll_a, &pair, 'a').await?;
+        sessions.borrow_mut().push((urls.0.clone(), a.clone()));
+        let b = run.proto.join(&mut poll_b, &pair, 'b').await?;
+        sessions.borrow_mut().push((urls.1.clone(), b.clone()));
+        let deadline = Instant::now() + run.proto.timeout;
+        send_a.warm(deadline).await?;
+        send_b.warm(deadline).await?;
+        Ok::<_, ErrKind>((a, b))
+    };
+    let result = setup.await;
+    let _ = permits.0.try_send(());
+    let (a, b) = match result {
+        Ok(ab) => ab,
+        Err(e) => {
+            run.error(e);
+            let _ = ready.try_send(false);
+            return;
+        }
+    };
+    let _ = ready.try_send(true);
+    // Closed (never sent to) when the run starts.
+    let _ = go.recv().await;
+    let (to_a, a_rx) = async_channel::bounded(SEND_QUEUE_MAX);
+    let (to_b, b_rx) = async_channel::bounded(SEND_QUEUE_MAX);
+    let expected = Cell::new(0u64);
+    let _ = to_a.try_send(0);
+    let side_a = smol::future::zip(
+        poll_loop(&run, &mut poll_a, a.clone(), &expected, &to_a),
+        send_loop(&run, &mut send_a, &a, &a_rx),
+    );
+    let side_b = smol::future::zip(
+        poll_loop(&run, &mut poll_b, b.clone(), &expected, &to_b),
+        send_loop(&run, &mut send_b, &b, &b_rx),
+    );
+    smol::future::zip(side_a, side_b).await;
+}
+
+/// Keeps a poll waiting; each message read is counted and answered
+/// through the side's send queue.
+async fn poll_loop(
+    run: &Run,
+    client: &mut Client,
+    mut s: Session,
+    expected: &Cell<u64>,
+    reply: &Sender<u64>,
+) {
+    let mut events = Vec::new();
+    while !run.stopped.get() {
+        events.clear();
+        if let Err(e) = run.proto.poll(client, &mut s, &mut events).await {
+            run.error(e);
+            if matches!(e, ErrKind::Status(401 | 404)) {
+                break; // the session is gone: this pair is over
+            }
+            Timer::after(RETRY_PAUSE).await;
+            continue;
+        }
+        let now = Instant::now();
+        for ev in events.drain(..) {
+            let Event::Message(text) = ev else {
+                continue;
+            };
+            let Some((n, sent_ns)) = parse_payload(&text) else {
+                run.error(ErrKind::Parse);
+                continue;
+            };
+            let want = expected.get();
+            if n < want {
+                run.error_named("duplicate");
+                continue;
+            }
+            if n > want {
+                run.error_named("out_of_order");
+            }
+            expected.set(n + 1);
+            run.received(now, sent_ns);
+            if !run.stopped.get() && reply.try_send(n + 1).is_err() {
+                run.error_named("send_queue_full");
+            }
+        }
+    }
+    reply.close();
+}
+
+/// Sends each message number it is given, retrying a failed send with the
+/// same `Idempotency-Key`.
+async fn send_loop(run: &Run, client: &mut Client, s: &Session, queue: &Receiver<u64>) {
+    while let Ok(n) = queue.recv().await {
+        if run.stopped.get() {
+            break;
+        }
+        let sent_ns = run.epoch.elapsed().as_nanos() as u64;
+        let data = payload(n, sent_ns, run.message_bytes);
+        let key = format!("m{n}");
+        for _ in 0..SEND_TRIES_MAX {
+            match run.proto.send(client, s, &data, Some(&key)).await {
+                Ok(()) => break,
+                Err(e) => {
+                    run.error(e);
+                    if run.stopped.get() {
+                        return;
+                    }
+                    Timer::after(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trip() {
+        let p = payload(7, 123_456_789, 32);
+        assert_eq!(p.len(), 32);
+        let text = String::from_utf8(p).unwrap();
+        assert_eq!(parse_payload(&text), Some((7, 123_456_789)));
+        assert_eq!(payload(1, 2, 24).len(), 24);
+        assert_eq!(parse_payload("x"), None);
+    }
+}

@@ -1,0 +1,297 @@
+//! The four operations every workload is made of — join, poll, send,
+//! leave — spoken to pairlink (API.md) or to nginx + Nchan.
+//!
+//! Nchan has no sessions. A pair `p` is two channels: `p-a` is side a's
+//! inbox and `p-b` side b's. Side a polls `GET /sub/p-a` (long-poll, with
+//! the `Last-Modified` / `Etag` of its previous answer as
+//! `If-Modified-Since` / `If-None-Match`, Nchan's cursor) and sends with
+//! `POST /pub/p-b`. A join is local (no request), and a leave deletes the
+//! side's channel (`DELETE /pub/p-a`).
+
+use super::args::Target;
+use super::http::{with_deadline, Client, ErrKind, Response, Url};
+use super::json;
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+/// A session as the client sees it.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The pair id.
+    pub pair: String,
+    /// `'a'` or `'b'`.
+    pub side: char,
+    /// pairlink's bearer token (empty for Nchan).
+    pub token: String,
+    /// `peer` of the join answer was `online` (pairlink).
+    pub peer_online_at_join: bool,
+    /// pairlink's cursor: the highest `seq` seen.
+    pub after: u64,
+    /// Nchan's cursor: the last answer's `Last-Modified`.
+    pub last_modified: Option<String>,
+    /// Nchan's cursor: the last answer's `Etag`.
+    pub etag: Option<String>,
+}
+
+/// One event of a poll answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The peer is present (pairlink only).
+    PeerOnline,
+    /// A message with its text.
+    Message(String),
+    /// The peer went away, or an event type the generator ignores.
+    Other,
+}
+
+/// Speaks one target's protocol with the run's deadlines.
+#[derive(Clone, Copy, Debug)]
+pub struct Proto {
+    /// The protocol.
+    pub target: Target,
+    /// Deadline of requests that are not polls.
+    pub timeout: Duration,
+    /// How long a poll may wait at the server.
+    pub poll_timeout: Duration,
+}
+
+fn expect(r: Response, ok: &[u16]) -> Result<Response, ErrKind> {
+    if ok.contains(&r.status) {
+        Ok(r)
+    } else {
+        Err(ErrKind::Status(r.status))
+    }
+}
+
+impl Proto {
+    /// Joins side `side` of `pair`.
+    pub async fn join(&self, c: &mut Client, pair: &str, side: char) -> Result<Session, ErrKind> {
+        let mut s = Session {
+            pair: pair.to_string(),
+            side,
+            token: String::new(),
+            peer_online_at_join: false,
+            after: 0,
+            last_modified: None,
+            etag: None,
+        };
+        if self.target == Target::Nchan {
+            return Ok(s);
+        }
+        c.begin("POST", &format!("/v1/pairs/{pair}/{side}"));
+        c.finish(Some(b""));
+        let r = expect(c.send_scratch(self.timeout, false).await?, &[201])?;
+        let v = json::parse(&r.body).ok_or(ErrKind::Parse)?;
+        s.token = v
+            .get("session")
+            .and_then(json::Value::as_str)
+            .ok_or(ErrKind::Parse)?
+            .to_string();
+        s.peer_online_at_join = v.get("peer").and_then(json::Value::as_str) == Some("online");
+        Ok(s)
+    }
+
+    /// One long poll: appends the events it returned to `out` and moves the
+    /// session's cursor past them. A poll that timed out at the server
+    /// returns no events and is not an error.
+    pub async fn poll(
+        &self,
+        c: &mut Client,
+        s: &mut Session,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ErrKind> {
+        let deadline = self.poll_timeout + self.timeout;
+        match self.target {
+            Target::Pairlink => {
+                let path = format!(
+                    "/v1/pairs/{}/{}/events?after={}&timeout_ms={}",
+                    s.pair,
+                    s.side,
+                    s.after,
+                    self.poll_timeout.as_millis()
+                );
+                c.begin("GET", &path);
+                c.header("Authorization", &format!("Bearer {}", s.token));
+                c.finish(None);
+                let r = expect(c.send_scratch(deadline, false).await?, &[200])?;
+                let v = json::parse(&r.body).ok_or(ErrKind::Parse)?;
+                let events = v
+                    .get("events")
+                    .and_then(json::Value::as_arr)
+                    .ok_or(ErrKind::Parse)?;
+                for e in events {
+                    let seq = e
+                        .get("seq")
+                        .and_then(json::Value::as_u64)
+                        .ok_or(ErrKind::Parse)?;
+                    s.after = s.after.max(seq);
+                    out.push(match e.get("type").and_then(json::Value::as_str) {
+                        Some("peer_online") => Event::PeerOnline,
+                        Some("message") => Event::Message(
+                            e.get("data")
+                                .and_then(json::Value::as_str)
+                                .ok_or(ErrKind::Parse)?
+                                .to_string(),
+                        ),
+                        Some(_) => Event::Other,
+                        None => return Err(ErrKind::Parse),
+                    });
+                }
+                Ok(())
+            }
+            Target::Nchan => {
+                c.begin("GET", &format!("/sub/{}-{}", s.pair, s.side));
+                if let Some(lm) = &s.last_modified {
+                    c.header("If-Modified-Since", lm);
+                }
+                if let Some(etag) = &s.etag {
+                    c.header("If-None-Match", etag);
+                }
+                c.finish(None);
+                let r = c.send_scratch(deadline, false).await?;
+                match r.status {
+                    200 => {
+                        if r.last_modified.is_some() {
+                            s.last_modified = r.last_modified;
+                        }
+                        if r.etag.is_some() {
+                            s.etag = r.etag;
+                        }
+                        let text = String::from_utf8(r.body).map_err(|_| ErrKind::Parse)?;
+                        out.push(Event::Message(text));
+                        Ok(())
+                    }
+                    // Nchan answers a long poll that timed out with 304
+                    // (or 408 in some versions): nothing new.
+                    304 | 408 => Ok(()),
+                    other => Err(ErrKind::Status(other)),
+                }
+            }
+        }
+    }
+
+    /// Sends `data` to the peer. `key` is sent as pairlink's
+    /// `Idempotency-Key`, so a retry after a lost answer is not delivered
+    /// twice.
+    pub async fn send(
+        &self,
+        c: &mut Client,
+        s: &Session,
+        data: &[u8],
+        key: Option<&str>,
+    ) -> Result<(), ErrKind> {
+        match self.target {
+            Target::Pairlink => {
+                c.begin("POST", &format!("/v1/pairs/{}/{}/messages", s.pair, s.side));
+                c.header("Authorization", &format!("Bearer {}", s.token));
+                if let Some(k) = key {
+                    c.header("Idempotency-Key", k);
+                }
+                c.finish(Some(data));
+                expect(c.send_scratch(self.timeout, false).await?, &[202]).map(drop)
+            }
+            Target::Nchan => {
+                let peer = if s.side == 'a' { 'b' } else { 'a' };
+                c.begin("POST", &format!("/pub/{}-{}", s.pair, peer));
+                c.finish(Some(data));
+                expect(c.send_scratch(self.timeout, false).await?, &[201, 202]).map(drop)
+            }
+        }
+    }
+
+    /// Ends the session (pairlink) or deletes its inbox channel (Nchan).
+    pub async fn leave(&self, c: &mut Client, s: &Session) -> Result<(), ErrKind> {
+        match self.target {
+            Target::Pairlink => {
+                c.begin("DELETE", &format!("/v1/pairs/{}/{}", s.pair, s.side));
+                c.header("Authorization", &format!("Bearer {}", s.token));
+                c.finish(None);
+                expect(c.send_scratch(self.timeout, false).await?, &[204]).map(drop)
+            }
+            Target::Nchan => {
+                c.begin("DELETE", &format!("/pub/{}-{}", s.pair, s.side));
+                c.finish(None);
+                // 404: the channel never held a message.
+                expect(c.send_scratch(self.timeout, false).await?, &[200, 204, 404]).map(drop)
+            }
+        }
+    }
+
+    /// Polls waiting at the server now: pairlink's `pairlink_polls_waiting`
+    /// from `/metrics`, or the `subscribers` line of Nchan's stub status
+    /// (`/nchan_status` in benches/nchan/nginx.conf).
+    pub async fn waiting_polls(&self, c: &mut Client) -> Result<u64, ErrKind> {
+        let (path, key, sep) = match self.target {
+            Target::Pairlink => ("/metrics", "pairlink_polls_waiting", ' '),
+            Target::Nchan => ("/nchan_status", "subscribers", ':'),
+        };
+        c.begin("GET", path);
+        c.finish(None);
+        let r = expect(c.send_scratch(self.timeout, false).await?, &[200])?;
+        let text = std::str::from_utf8(&r.body).map_err(|_| ErrKind::Parse)?;
+        text.lines()
+            .filter_map(|l| l.split_once(sep))
+            .find(|(k, _)| k.trim() == key)
+            .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .ok_or(ErrKind::Parse)
+    }
+}
+
+/// Leaves in flight at once when cleaning up after a run.
+pub const LEAVE_CONCURRENCY: usize = 64;
+
+/// Leaves every session, [`LEAVE_CONCURRENCY`] at a time, within about
+/// twice the request deadline; returns how many leaves failed or were not
+/// tried in time.
+pub async fn leave_all(proto: Proto, sessions: &[(Url, Session)]) -> u64 {
+    let next = Cell::new(0);
+    let failed = Cell::new(0);
+    let worker = || async {
+        let mut clients: Vec<Client> = Vec::new();
+        loop {
+            let i = next.get();
+            if i >= sessions.len() {
+                break;
+            }
+            next.set(i + 1);
+            let (url, s) = &sessions[i];
+            let k = match clients.iter().position(|c| c.url.addr == url.addr) {
+                Some(k) => k,
+                None => {
+                    clients.push(Client::new(url.clone()));
+                    clients.len() - 1
+                }
+            };
+            if proto.leave(&mut clients[k], s).await.is_err() {
+                failed.set(failed.get() + 1);
+            }
+        }
+    };
+    let deadline =
+        Instant::now() + proto.timeout * 2 + Duration::from_millis(sessions.len() as u64);
+    let workers: Vec<_> = (0..LEAVE_CONCURRENCY).map(|_| Box::pin(worker())).collect();
+    let _ = with_deadline(deadline, async {
+        join_all(workers).await;
+        Ok::<(), ErrKind>(())
+    })
+    .await;
+    failed.get() + (sessions.len() - next.get().min(sessions.len())) as u64
+}
+
+/// Drives every future of `futs` to completion, together (a `join_all`
+/// without the futures crate).
+pub async fn join_all<F: Future<Output = ()> + Unpin>(mut futs: Vec<F>) {
+    std::future::poll_fn(|cx| {
+        futs.retain_mut(|f| Pin::new(f).poll(cx).is_pending());
+        if futs.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
