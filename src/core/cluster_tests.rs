@@ -187,7 +187,10 @@ fn a_lost_node_fires_node_down_and_a_new_one_repairs() {
         poll_now(&mut nodes[0], "p", Side::A, &a, 1),
         r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"node_down"}]}"#
     );
-    assert_eq!(nodes[0].stats().peer_offline[crate::core::Reason::NodeDown.index()], 1);
+    assert_eq!(
+        nodes[0].stats().peer_offline[crate::core::Reason::NodeDown.index()],
+        1
+    );
     // The other node comes back with b still alive: both are re-paired.
     nodes[1].peer_down(5, 1);
     nodes[0].peer_up(6, 1);
