@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match pairlink::io::run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("cannot serve on {}: {e}", config.listen);
+            log::error!("cannot serve: {e}");
             ExitCode::from(1)
         }
     }

@@ -40,6 +40,8 @@ Options:
   --concurrency N      pairing: pairs in flight; idle: joins in flight (64)
   --sessions N         idle: waiting polls (1000)
   --message-bytes N    relay: message size, 24..65536 (32)
+  --idempotency-keys   relay: send each message with an Idempotency-Key
+                       (pairlink only; off, as Nchan has no such check)
   --timeout DUR        deadline of every request but polls (5s)
   --poll-timeout DUR   how long a poll may wait, sent as timeout_ms; the
                        poll's deadline is this plus --timeout (20s)
@@ -119,6 +121,8 @@ pub struct Args {
     pub sessions: u64,
     /// Relay message size.
     pub message_bytes: usize,
+    /// Relay sends carry `Idempotency-Key` (pairlink).
+    pub idempotency_keys: bool,
     /// Deadline of requests that are not polls.
     pub timeout: Duration,
     /// Poll wait.
@@ -156,6 +160,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, clock_seed: u64) -> Resul
     let mut pids = Vec::new();
     let mut seed = clock_seed;
     let mut allow_remote = false;
+    let mut idempotency_keys = false;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Parsed::Help),
@@ -202,6 +207,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, clock_seed: u64) -> Resul
                     .map_err(|_| format!("--seed: {t:?} is not a number"))?;
             }
             Long("allow-remote") => allow_remote = true,
+            Long("idempotency-keys") => idempotency_keys = true,
             Value(v) if workload.is_none() => {
                 workload = Some(match v.to_string_lossy().as_ref() {
                     "relay" => Workload::Relay,
@@ -247,6 +253,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, clock_seed: u64) -> Resul
         concurrency,
         sessions,
         message_bytes,
+        idempotency_keys,
         timeout,
         poll_timeout,
         pids,

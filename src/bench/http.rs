@@ -429,11 +429,34 @@ impl Client {
     /// Starts `METHOD prefix+path HTTP/1.1` in the scratch buffer with the
     /// `Host` header; the caller adds headers and calls [`Client::finish`].
     pub fn begin(&mut self, method: &str, path: &str) {
+        self.start(method);
+        self.path(path);
+        self.end_line();
+    }
+
+    /// Starts a request line: `METHOD prefix`; the path follows in pieces
+    /// ([`Client::path`], [`Client::path_u64`]), then [`Client::end_line`].
+    /// Requests are built in place, without `format!`: the generator's
+    /// core is the limit of a relay run.
+    pub fn start(&mut self, method: &str) {
         self.scratch.clear();
         self.scratch.extend_from_slice(method.as_bytes());
         self.scratch.push(b' ');
         self.scratch.extend_from_slice(self.url.prefix.as_bytes());
-        self.scratch.extend_from_slice(path.as_bytes());
+    }
+
+    /// Appends to the request target.
+    pub fn path(&mut self, piece: &str) {
+        self.scratch.extend_from_slice(piece.as_bytes());
+    }
+
+    /// Appends a decimal number to the request target.
+    pub fn path_u64(&mut self, n: u64) {
+        push_u64(&mut self.scratch, n);
+    }
+
+    /// Ends the request line and adds `Host`.
+    pub fn end_line(&mut self) {
         self.scratch.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         self.scratch.extend_from_slice(self.url.host.as_bytes());
         self.scratch.extend_from_slice(b"\r\n");
@@ -447,19 +470,40 @@ impl Client {
         self.scratch.extend_from_slice(b"\r\n");
     }
 
+    /// Adds `Authorization: Bearer <token>`.
+    pub fn bearer(&mut self, token: &str) {
+        self.scratch.extend_from_slice(b"Authorization: Bearer ");
+        self.scratch.extend_from_slice(token.as_bytes());
+        self.scratch.extend_from_slice(b"\r\n");
+    }
+
     /// Ends the head and appends the body (with `Content-Length` when
     /// `body` is given).
     pub fn finish(&mut self, body: Option<&[u8]>) {
         if let Some(body) = body {
             self.scratch.extend_from_slice(b"Content-Length: ");
-            self.scratch
-                .extend_from_slice(body.len().to_string().as_bytes());
+            push_u64(&mut self.scratch, body.len() as u64);
             self.scratch.extend_from_slice(b"\r\n\r\n");
             self.scratch.extend_from_slice(body);
         } else {
             self.scratch.extend_from_slice(b"\r\n");
         }
     }
+}
+
+/// Appends `n` in decimal.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -479,5 +523,23 @@ mod tests {
         assert!(Url::parse("https://127.0.0.1:80", false).is_err());
         assert!(Url::parse("http://127.0.0.1", false).is_err());
         assert!(Url::parse("http://[::1]:80", false).is_ok());
+    }
+
+    #[test]
+    fn requests_are_built_in_place() {
+        let mut c = Client::new(Url::parse("http://127.0.0.1:8/p", false).unwrap());
+        c.start("GET");
+        c.path("/x?after=");
+        c.path_u64(0);
+        c.path("&t=");
+        c.path_u64(18_446_744_073_709_551_615);
+        c.end_line();
+        c.bearer("tok");
+        c.finish(Some(b"hi"));
+        assert_eq!(
+            c.scratch,
+            b"GET /p/x?after=0&t=18446744073709551615 HTTP/1.1\r\nHost: 127.0.0.1:8\r\n\
+              Authorization: Bearer tok\r\nContent-Length: 2\r\n\r\nhi"
+        );
     }
 }

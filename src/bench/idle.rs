@@ -42,8 +42,10 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     };
     let meter = Meter::new(&args.pids);
     let mut cpu_meter = Meter::new(&args.pids);
+    let mut own = Meter::new(&[std::process::id()]);
     let rss_before = meter.rss_bytes();
     cpu_meter.start();
+    own.start();
     let run = Rc::new(Run {
         proto,
         stopped: Cell::new(false),
@@ -93,6 +95,7 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     let polls = waiting_polls(&run, &mut controls).await;
     let rss_with = meter.rss_bytes();
     let cpu = cpu_meter.stop();
+    let own_cpu = own.stop();
     run.stopped.set(true);
     drop(tasks);
     let sessions = std::mem::take(&mut *run.sessions.borrow_mut());
@@ -129,6 +132,7 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
         );
     }
     errors.write(&mut w);
+    report::write_generator_cpu(&mut w, own_cpu);
     let cpu_line = report::write_cpu(&mut w, cpu, "session", joined);
     let summary = format!(
         "idle against {} ({}): {joined} of {} sessions joined in {setup_s:.2} s, {} polls waiting at the server\n  \

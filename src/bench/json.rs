@@ -2,14 +2,19 @@
 //! the report line. Enough for `{"session":"…"}` and
 //! `{"peer":"online","events":[{"seq":2,"type":"message","data":"…"}]}`:
 //! objects, arrays, strings with escapes, unsigned integers, `true`,
-//! `false`, `null`. Nesting is bounded by [`DEPTH_MAX`].
+//! `false`, `null`. Nesting is bounded by [`DEPTH_MAX`]. Strings without
+//! escapes borrow from the input, so reading a poll answer allocates only
+//! its arrays and objects: the generator's own core is the limit of a
+//! relay run, and every allocation there is a message less per second.
+
+use std::borrow::Cow;
 
 /// Deepest nesting accepted; pairlink's answers nest three levels.
 const DEPTH_MAX: usize = 16;
 
 /// A parsed JSON value.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     /// `null`
     Null,
     /// `true` / `false`
@@ -17,16 +22,16 @@ pub enum Value {
     /// A number; only the unsigned integers pairlink sends are exact.
     Num(f64),
     /// A string, unescaped.
-    Str(String),
+    Str(Cow<'a, str>),
     /// An array.
-    Arr(Vec<Value>),
+    Arr(Vec<Value<'a>>),
     /// An object, keys in order.
-    Obj(Vec<(String, Value)>),
+    Obj(Vec<(Cow<'a, str>, Value<'a>)>),
 }
 
-impl Value {
+impl<'a> Value<'a> {
     /// The member `key` of an object.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
         match self {
             Value::Obj(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
@@ -50,7 +55,7 @@ impl Value {
     }
 
     /// The elements, if this is an array.
-    pub fn as_arr(&self) -> Option<&[Value]> {
+    pub fn as_arr(&self) -> Option<&[Value<'a>]> {
         match self {
             Value::Arr(a) => Some(a),
             _ => None,
@@ -59,7 +64,7 @@ impl Value {
 }
 
 /// Parses one JSON document (surrounding whitespace allowed).
-pub fn parse(bytes: &[u8]) -> Option<Value> {
+pub fn parse(bytes: &[u8]) -> Option<Value<'_>> {
     let mut p = Parser { bytes, at: 0 };
     let v = p.value(0)?;
     p.ws();
@@ -71,7 +76,7 @@ struct Parser<'a> {
     at: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\r' | b'\n') = self.bytes.get(self.at) {
             self.at += 1;
@@ -83,7 +88,7 @@ impl Parser<'_> {
         (self.bytes.get(self.at) == Some(&b)).then(|| self.at += 1)
     }
 
-    fn value(&mut self, depth: usize) -> Option<Value> {
+    fn value(&mut self, depth: usize) -> Option<Value<'a>> {
         if depth > DEPTH_MAX {
             return None;
         }
@@ -138,7 +143,7 @@ impl Parser<'_> {
         }
     }
 
-    fn word(&mut self, w: &[u8], v: Value) -> Option<Value> {
+    fn word(&mut self, w: &[u8], v: Value<'a>) -> Option<Value<'a>> {
         if self.bytes[self.at..].starts_with(w) {
             self.at += w.len();
             Some(v)
@@ -147,17 +152,28 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self) -> Option<String> {
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         if self.bytes.get(self.at) != Some(&b'"') {
             return None;
         }
         self.at += 1;
+        // The common case: no escape before the closing quote.
+        let start = self.at;
+        let plain = self.bytes[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if self.bytes[start + plain] == b'"' {
+            self.at = start + plain + 1;
+            return std::str::from_utf8(&self.bytes[start..start + plain])
+                .ok()
+                .map(Cow::Borrowed);
+        }
         let mut out = Vec::new();
         loop {
             let b = *self.bytes.get(self.at)?;
             self.at += 1;
             match b {
-                b'"' => return String::from_utf8(out).ok(),
+                b'"' => return String::from_utf8(out).ok().map(Cow::Owned),
                 b'\\' => {
                     let e = *self.bytes.get(self.at)?;
                     self.at += 1;
@@ -226,6 +242,12 @@ impl Writer {
     pub fn u64(&mut self, key: &str, value: u64) {
         self.key(key);
         self.out.push_str(&value.to_string());
+    }
+
+    /// `"key":true`
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out.push_str(if value { "true" } else { "false" });
     }
 
     /// `"key":1.234` (three decimals; `null` when not finite).

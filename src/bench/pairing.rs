@@ -72,13 +72,16 @@ pub async fn run(args: Args) -> Outcome {
         errors: RefCell::new(errors),
     };
     let mut meter = Meter::new(&args.pids);
+    let mut own = Meter::new(&[std::process::id()]);
     meter.start();
+    own.start();
     let futs: Vec<_> = clients
         .iter_mut()
         .map(|(a, b)| Box::pin(worker(&run, a, b)))
         .collect();
     join_all(futs).await;
     let cpu = meter.stop();
+    let own_cpu = own.stop();
     let elapsed = run.last_done.get().duration_since(started);
     let done = run.done.get();
     let rate = done as f64 / elapsed.as_secs_f64();
@@ -92,6 +95,7 @@ pub async fn run(args: Args) -> Outcome {
     w.f64("pairings_per_s", rate);
     report::write_latency(&mut w, "latency_us", &hist);
     errors.write(&mut w);
+    report::write_generator_cpu(&mut w, own_cpu);
     let cpu_line = report::write_cpu(&mut w, cpu, "pairing", done);
     let summary = format!(
         "pairing against {} ({}): {done} of {} pairings at concurrency {workers} in {:.2} s, {rate:.0}/s\n  \

@@ -10,9 +10,9 @@
 //! the one-way latency as "poll answer read" minus T, in the one clock of
 //! this process.
 
-use super::args::Args;
+use super::args::{Args, Target};
 use super::hist::Hist;
-use super::http::{with_deadline, Client, ErrKind, Url};
+use super::http::{push_u64, with_deadline, Client, ErrKind, Url};
 use super::report::{self, Errors, Meter, Outcome};
 use super::target::{leave_all, Event, Proto, Session};
 use async_channel::{Receiver, Sender};
@@ -36,8 +36,11 @@ struct Run {
     proto: Proto,
     epoch: Instant,
     message_bytes: usize,
-    measure_from: Cell<Instant>,
-    stop_at: Cell<Instant>,
+    idempotency_keys: bool,
+    /// Messages read now are counted: set right after the server's CPU
+    /// time is first read, cleared right before it is read again, so the
+    /// counts and the CPU time cover the same window.
+    measuring: Cell<bool>,
     stopped: Cell<bool>,
     messages: Cell<u64>,
     hist: RefCell<Hist>,
@@ -54,9 +57,9 @@ impl Run {
     }
 
     /// Counts a message read at `now` that was sent at `sent_ns`, if
-    /// `now` is inside the measured window.
+    /// the run is measuring.
     fn received(&self, now: Instant, sent_ns: u64) {
-        if now >= self.measure_from.get() && now < self.stop_at.get() {
+        if self.measuring.get() {
             self.messages.set(self.messages.get() + 1);
             let now_ns = now.duration_since(self.epoch).as_nanos() as u64;
             self.hist
@@ -68,7 +71,10 @@ impl Run {
 
 /// `N.T` padded with `x` to `bytes`.
 fn payload(n: u64, sent_ns: u64, bytes: usize) -> Vec<u8> {
-    let mut out = format!("{n}.{sent_ns}").into_bytes();
+    let mut out = Vec::with_capacity(bytes.max(41));
+    push_u64(&mut out, n);
+    out.push(b'.');
+    push_u64(&mut out, sent_ns);
     if out.len() < bytes {
         out.resize(bytes, b'x');
     }
@@ -94,8 +100,8 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
         proto,
         epoch: now,
         message_bytes: args.message_bytes,
-        measure_from: Cell::new(now),
-        stop_at: Cell::new(now),
+        idempotency_keys: args.idempotency_keys && args.target == Target::Pairlink,
+        measuring: Cell::new(false),
         stopped: Cell::new(false),
         messages: Cell::new(0),
         hist: RefCell::new(Hist::new()),
@@ -140,19 +146,22 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
         }
     }
     let mut meter = Meter::new(&args.pids);
+    let mut own = Meter::new(&[std::process::id()]);
     let mut messages_window = Duration::ZERO;
     let mut cpu = None;
+    let mut own_cpu = None;
     if ready > 0 {
-        let go = Instant::now();
-        run.measure_from.set(go + args.warmup);
-        run.stop_at.set(go + args.warmup + args.duration);
         drop(go_tx); // every pair task waiting on `go_rx` starts now
-        Timer::at(run.measure_from.get()).await;
+        Timer::after(args.warmup).await;
         meter.start();
+        own.start();
         let started = Instant::now();
-        Timer::at(run.stop_at.get()).await;
-        cpu = meter.stop();
+        run.measuring.set(true);
+        Timer::at(started + args.duration).await;
+        run.measuring.set(false);
         messages_window = started.elapsed();
+        cpu = meter.stop();
+        own_cpu = own.stop();
     }
     run.stopped.set(true);
     drop(tasks);
@@ -170,10 +179,12 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     w.f64("duration_s", messages_window.as_secs_f64());
     w.f64("warmup_s", args.warmup.as_secs_f64());
     w.u64("message_bytes", args.message_bytes as u64);
+    w.bool("idempotency_keys", run.idempotency_keys);
     w.u64("messages", messages);
     w.f64("messages_per_s", rate);
     report::write_latency(&mut w, "latency_us", &hist);
     errors.write(&mut w);
+    report::write_generator_cpu(&mut w, own_cpu);
     let cpu_line = report::write_cpu(&mut w, cpu, "message", messages);
     let summary = format!(
         "relay against {} ({}): {ready} of {} pairs ran for {:.1} s: {messages} messages, {rate:.0}/s\n  \
@@ -295,8 +306,9 @@ async fn poll_loop(
     reply.close();
 }
 
-/// Sends each message number it is given, retrying a failed send with the
-/// same `Idempotency-Key`.
+/// Sends each message number it is given, retrying a failed send (with
+/// the same `Idempotency-Key` when keys are on; without them a retried
+/// message may arrive twice, and the receiver counts it as `duplicate`).
 async fn send_loop(run: &Run, client: &mut Client, s: &Session, queue: &Receiver<u64>) {
     while let Ok(n) = queue.recv().await {
         if run.stopped.get() {
@@ -304,9 +316,9 @@ async fn send_loop(run: &Run, client: &mut Client, s: &Session, queue: &Receiver
         }
         let sent_ns = run.epoch.elapsed().as_nanos() as u64;
         let data = payload(n, sent_ns, run.message_bytes);
-        let key = format!("m{n}");
+        let key = run.idempotency_keys.then(|| format!("m{n}"));
         for _ in 0..SEND_TRIES_MAX {
-            match run.proto.send(client, s, &data, Some(&key)).await {
+            match run.proto.send(client, s, &data, key.as_deref()).await {
                 Ok(()) => break,
                 Err(e) => {
                     run.error(e);

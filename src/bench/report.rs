@@ -165,6 +165,15 @@ pub fn us(d: std::time::Duration) -> f64 {
     d.as_nanos() as f64 / 1000.0
 }
 
+/// `"generator_cpu_s":…`: this process's own CPU time over the window, so
+/// a reader sees when the generator, not the server, was the limit (close
+/// to `duration_s` means its core was saturated).
+pub fn write_generator_cpu(w: &mut Writer, cpu: Option<Cpu>) {
+    if let Some(cpu) = cpu {
+        w.f64("generator_cpu_s", cpu.total_s());
+    }
+}
+
 /// `"server":{"cpu_user_s":…,"cpu_system_s":…,"cpu_s":…, "<unit>_per_cpu_s":…,
 /// "user_us_per_<unit>":…,"system_us_per_<unit>":…}` for `count` units of
 /// work; nothing when the CPU time is unknown. Returns the summary text.

@@ -58,6 +58,24 @@ pub struct Proto {
     pub poll_timeout: Duration,
 }
 
+/// `/a` or `/b`: the side's path segment.
+fn side_path(side: char) -> &'static str {
+    if side == 'a' {
+        "/a"
+    } else {
+        "/b"
+    }
+}
+
+/// `-a` or `-b`: the side's Nchan channel suffix.
+fn channel_suffix(side: char) -> &'static str {
+    if side == 'a' {
+        "-a"
+    } else {
+        "-b"
+    }
+}
+
 fn expect(r: Response, ok: &[u16]) -> Result<Response, ErrKind> {
     if ok.contains(&r.status) {
         Ok(r)
@@ -81,7 +99,11 @@ impl Proto {
         if self.target == Target::Nchan {
             return Ok(s);
         }
-        c.begin("POST", &format!("/v1/pairs/{pair}/{side}"));
+        c.start("POST");
+        c.path("/v1/pairs/");
+        c.path(pair);
+        c.path(side_path(side));
+        c.end_line();
         c.finish(Some(b""));
         let r = expect(c.send_scratch(self.timeout, false).await?, &[201])?;
         let v = json::parse(&r.body).ok_or(ErrKind::Parse)?;
@@ -106,15 +128,16 @@ impl Proto {
         let deadline = self.poll_timeout + self.timeout;
         match self.target {
             Target::Pairlink => {
-                let path = format!(
-                    "/v1/pairs/{}/{}/events?after={}&timeout_ms={}",
-                    s.pair,
-                    s.side,
-                    s.after,
-                    self.poll_timeout.as_millis()
-                );
-                c.begin("GET", &path);
-                c.header("Authorization", &format!("Bearer {}", s.token));
+                c.start("GET");
+                c.path("/v1/pairs/");
+                c.path(&s.pair);
+                c.path(side_path(s.side));
+                c.path("/events?after=");
+                c.path_u64(s.after);
+                c.path("&timeout_ms=");
+                c.path_u64(self.poll_timeout.as_millis() as u64);
+                c.end_line();
+                c.bearer(&s.token);
                 c.finish(None);
                 let r = expect(c.send_scratch(deadline, false).await?, &[200])?;
                 let v = json::parse(&r.body).ok_or(ErrKind::Parse)?;
@@ -143,7 +166,11 @@ impl Proto {
                 Ok(())
             }
             Target::Nchan => {
-                c.begin("GET", &format!("/sub/{}-{}", s.pair, s.side));
+                c.start("GET");
+                c.path("/sub/");
+                c.path(&s.pair);
+                c.path(channel_suffix(s.side));
+                c.end_line();
                 if let Some(lm) = &s.last_modified {
                     c.header("If-Modified-Since", lm);
                 }
@@ -185,8 +212,13 @@ impl Proto {
     ) -> Result<(), ErrKind> {
         match self.target {
             Target::Pairlink => {
-                c.begin("POST", &format!("/v1/pairs/{}/{}/messages", s.pair, s.side));
-                c.header("Authorization", &format!("Bearer {}", s.token));
+                c.start("POST");
+                c.path("/v1/pairs/");
+                c.path(&s.pair);
+                c.path(side_path(s.side));
+                c.path("/messages");
+                c.end_line();
+                c.bearer(&s.token);
                 if let Some(k) = key {
                     c.header("Idempotency-Key", k);
                 }
@@ -195,7 +227,11 @@ impl Proto {
             }
             Target::Nchan => {
                 let peer = if s.side == 'a' { 'b' } else { 'a' };
-                c.begin("POST", &format!("/pub/{}-{}", s.pair, peer));
+                c.start("POST");
+                c.path("/pub/");
+                c.path(&s.pair);
+                c.path(channel_suffix(peer));
+                c.end_line();
                 c.finish(Some(data));
                 expect(c.send_scratch(self.timeout, false).await?, &[201, 202]).map(drop)
             }
@@ -206,13 +242,21 @@ impl Proto {
     pub async fn leave(&self, c: &mut Client, s: &Session) -> Result<(), ErrKind> {
         match self.target {
             Target::Pairlink => {
-                c.begin("DELETE", &format!("/v1/pairs/{}/{}", s.pair, s.side));
-                c.header("Authorization", &format!("Bearer {}", s.token));
+                c.start("DELETE");
+                c.path("/v1/pairs/");
+                c.path(&s.pair);
+                c.path(side_path(s.side));
+                c.end_line();
+                c.bearer(&s.token);
                 c.finish(None);
                 expect(c.send_scratch(self.timeout, false).await?, &[204]).map(drop)
             }
             Target::Nchan => {
-                c.begin("DELETE", &format!("/pub/{}-{}", s.pair, s.side));
+                c.start("DELETE");
+                c.path("/pub/");
+                c.path(&s.pair);
+                c.path(channel_suffix(s.side));
+                c.end_line();
                 c.finish(None);
                 // 404: the channel never held a message.
                 expect(c.send_scratch(self.timeout, false).await?, &[200, 204, 404]).map(drop)

@@ -68,7 +68,8 @@ impl<W> Node<W> {
     /// Node `peer` is gone (connection lost, silent, or it shut down): every
     /// link to it fires `node_down`, lookups waiting on it count it as not
     /// there, requests forwarded to it answer 503, messages on their way
-    /// answer 409, and polls it forwarded here are forgotten.
+    /// answer 503 (they may have arrived), and polls it forwarded here are
+    /// forgotten.
     pub fn peer_down(&mut self, now: Millis, peer: u16) {
         let Some(node) = self.peers.get_mut(usize::from(peer).wrapping_sub(1)) else {
             return;

@@ -928,6 +928,11 @@ impl<W> Node<W> {
                 }
                 wins
             }
+            // A session holding SESSION_EVENTS_MAX unacknowledged events
+            // takes no new peer: each link adds a `peer_online`, so a
+            // join/leave loop (from any node) could otherwise grow its
+            // buffer without bound. The offer is refused like a losing one.
+            None if session.events.len() >= SESSION_EVENTS_MAX => false,
             None => {
                 let session = &mut self.sessions[key as usize];
                 session.peer = Some(candidate);

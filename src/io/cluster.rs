@@ -92,6 +92,15 @@ impl ClusterState {
         let queued = handle.conn.borrow_mut().send(frame);
         match queued {
             Ok(()) => handle.wake(),
+            // A frame no peer would accept (a reply over FRAME_BYTES_MAX)
+            // is dropped, not the connection: its request then times out
+            // with 503 at the other end.
+            Err(e) if !e.is_fatal() => {
+                log::warn!(
+                    "peer {}: {e}; frame dropped",
+                    self.peers[usize::from(peer) - 1].name
+                );
+            }
             Err(e) => {
                 log::warn!(
                     "peer {}: {e}; disconnecting",
@@ -158,15 +167,14 @@ pub async fn accept_loop(
 /// Keeps a connection to peer `index` (0-based) up: dial, run, back off,
 /// again. Only for peers whose name sorts above ours.
 pub async fn dial_loop(shared: Rc<Shared>, index: usize) {
-    let (name, addr, heartbeat_ms) = {
+    let (name, addr) = {
         let cluster = shared.cluster.borrow();
         let spec = &cluster.peers[index];
-        (spec.name.clone(), spec.addr.clone(), cluster.heartbeat_ms)
+        (spec.name.clone(), spec.addr.clone())
     };
     let Some(dialed) = crate::proto::ids::parse_node_name(&name) else {
         return;
     };
-    let _ = heartbeat_ms;
     let mut backoff = Backoff::new();
     loop {
         match connect(&addr).await {

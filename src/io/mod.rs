@@ -39,7 +39,8 @@ pub fn run(config: &Config) -> std::io::Result<()> {
             log::info!("using the socket systemd passed (LISTEN_FDS); --listen is ignored");
             Async::new(l)?
         }
-        None => Async::<TcpListener>::bind(config.listen)?,
+        None => Async::<TcpListener>::bind(config.listen)
+            .map_err(|e| bind_error("--listen", config.listen, e))?,
     };
     let local = listener.get_ref().local_addr()?;
     let name = ids::parse_node_name(&config.node)
@@ -53,7 +54,10 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         peer_names.push(name);
     }
     let cluster_listener = match config.cluster_listen {
-        Some(addr) => Some(Async::<TcpListener>::bind(addr)?),
+        Some(addr) => Some(
+            Async::<TcpListener>::bind(addr)
+                .map_err(|e| bind_error("--cluster-listen", addr, e))?,
+        ),
         None => None,
     };
     let node = Node::new(NodeConfig {
@@ -194,6 +198,11 @@ fn signal_name(signal: Option<std::io::Result<async_signal::Signal>>) -> &'stati
         Some(Ok(async_signal::Signal::Int)) => "SIGINT",
         _ => "a signal",
     }
+}
+
+/// A bind failure that says which address it was.
+fn bind_error(flag: &str, addr: std::net::SocketAddr, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot bind {flag} {addr}: {e}"))
 }
 
 /// Whole milliseconds of a duration, saturating.

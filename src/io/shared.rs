@@ -181,6 +181,12 @@ impl Shared {
     pub fn peer_event(&self, index: u16, state: PeerState) {
         let mut api = self.api.borrow_mut();
         api.set_peer_state(usize::from(index) - 1, state);
+        if state != PeerState::Up {
+            // A round trip of a connection that is gone says nothing now.
+            if let Some(rtt) = api.peer_rtt_ms.get_mut(usize::from(index) - 1) {
+                *rtt = None;
+            }
+        }
         let now = self.now_ms();
         match state {
             PeerState::Up => api.node.peer_up(now, index),
