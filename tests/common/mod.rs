@@ -117,29 +117,44 @@ impl Server {
         let child = base_command(&all_args, &all_env, &dir)
             .spawn()
             .map_err(|e| format!("spawn: {e}"))?;
-        let mut server = Server {
+        Server {
             child,
             addr,
             dir,
             exit: None,
-        };
+        }
+        .wait_healthy()
+    }
+
+    /// Waits for `/healthz` of a just-spawned server. Errors carry its
+    /// stderr.
+    fn wait_healthy(mut self) -> Result<Server, String> {
         for _ in 0..HEALTH_TRIES_MAX {
-            if let Some(status) = server.child.try_wait().expect("try_wait") {
-                server.exit = Some(status);
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exit = Some(status);
                 return Err(format!(
                     "server exited with {status} before answering /healthz; stderr:\n{}",
-                    server.stderr()
+                    self.stderr()
                 ));
             }
-            if health_ok(addr) {
-                return Ok(server);
+            if health_ok(self.addr) {
+                // A bind race could let another process answer on our port:
+                // ours must still be running.
+                if let Some(status) = self.child.try_wait().expect("try_wait") {
+                    self.exit = Some(status);
+                    return Err(format!(
+                        "server exited with {status} right after /healthz answered; stderr:\n{}",
+                        self.stderr()
+                    ));
+                }
+                return Ok(self);
             }
             std::thread::sleep(HEALTH_PAUSE);
         }
         Err(format!(
             "server did not answer GET /healthz with 200 within {} ms; stderr:\n{}",
             HEALTH_TRIES_MAX as u128 * HEALTH_PAUSE.as_millis(),
-            server.stderr()
+            self.stderr()
         ))
     }
 
@@ -1555,39 +1570,13 @@ impl Server {
         let child = base_command(&all_args, &[], &dir)
             .spawn()
             .map_err(|e| format!("spawn: {e}"))?;
-        let mut server = Server {
+        Server {
             child,
             addr,
             dir,
             exit: None,
-        };
-        for _ in 0..HEALTH_TRIES_MAX {
-            if let Some(status) = server.child.try_wait().expect("try_wait") {
-                server.exit = Some(status);
-                return Err(format!(
-                    "server exited with {status} before answering /healthz; stderr:\n{}",
-                    server.stderr()
-                ));
-            }
-            if health_ok(addr) {
-                // A bind race could let another process answer on our port:
-                // ours must still be running.
-                if let Some(status) = server.child.try_wait().expect("try_wait") {
-                    server.exit = Some(status);
-                    return Err(format!(
-                        "server exited with {status} right after /healthz answered; stderr:\n{}",
-                        server.stderr()
-                    ));
-                }
-                return Ok(server);
-            }
-            std::thread::sleep(HEALTH_PAUSE);
         }
-        Err(format!(
-            "server did not answer GET /healthz with 200 within {} ms; stderr:\n{}",
-            HEALTH_TRIES_MAX as u128 * HEALTH_PAUSE.as_millis(),
-            server.stderr()
-        ))
+        .wait_healthy()
     }
 
     /// True while the process has not exited (a stopped process is running).
