@@ -7,6 +7,7 @@
 //! one replaces it (the peer probably restarted and its old socket is
 //! dead). See docs/PROTOCOL.md.
 
+use super::rt::{Io, Timer};
 use super::Shared;
 use crate::api::PeerState;
 use crate::cluster::backoff::Backoff;
@@ -16,10 +17,9 @@ use crate::cluster::handshake::Role;
 use crate::config::PeerSpec;
 use crate::proto::ids::NodeName;
 use smol::future;
-use smol::io::AsyncWriteExt;
-use smol::{Async, LocalExecutor, Timer};
+use smol::{Async, LocalExecutor};
 use std::cell::{Cell, RefCell};
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
@@ -145,11 +145,15 @@ impl ClusterState {
 /// Accepts node-to-node connections until cancelled.
 pub async fn accept_loop(
     shared: Rc<Shared>,
-    listener: Async<TcpListener>,
+    listener: Io<TcpListener>,
     ex: Rc<LocalExecutor<'static>>,
 ) {
     loop {
-        match listener.accept().await {
+        let accepted = listener
+            .read_with(|l| l.accept())
+            .await
+            .and_then(|(stream, from)| Ok((Io::new(stream)?, from)));
+        match accepted {
             Ok((stream, from)) => {
                 let _ = stream.get_ref().set_nodelay(true);
                 log::debug!("cluster connection from {from}");
@@ -192,7 +196,7 @@ pub async fn dial_loop(shared: Rc<Shared>, index: usize) {
     }
 }
 
-async fn connect(addr: &str) -> io::Result<Async<TcpStream>> {
+async fn connect(addr: &str) -> io::Result<Io<TcpStream>> {
     let addrs: Vec<SocketAddr> = match addr.parse::<SocketAddr>() {
         Ok(a) => vec![a],
         Err(_) => {
@@ -212,6 +216,9 @@ async fn connect(addr: &str) -> io::Result<Async<TcpStream>> {
         .await;
         match attempt {
             Some(Ok(stream)) => {
+                // Connecting is async-io's (a rare event, on its thread);
+                // the connection is then this thread's loop's.
+                let stream = Io::new(stream.into_inner()?)?;
                 let _ = stream.get_ref().set_nodelay(true);
                 return Ok(stream);
             }
@@ -226,7 +233,7 @@ async fn connect(addr: &str) -> io::Result<Async<TcpStream>> {
 /// handshake.
 async fn run_conn(
     shared: Rc<Shared>,
-    stream: Async<TcpStream>,
+    stream: Io<TcpStream>,
     role: Role,
     dialed: Option<NodeName>,
 ) -> bool {
@@ -287,13 +294,13 @@ async fn run_conn(
 /// Reads bytes into the connection; acts on what it yields.
 async fn read_half(
     shared: &Rc<Shared>,
-    stream: &Async<TcpStream>,
+    stream: &Io<TcpStream>,
     handle: &Rc<ConnHandle>,
     peer: &Cell<Option<u16>>,
 ) -> String {
     let mut buf = vec![0u8; PEER_READ_BYTES];
     loop {
-        let n = match stream.read_with(|mut s| s.read(&mut buf)).await {
+        let n = match stream.read(&mut buf).await {
             Ok(0) => return "closed by the peer".into(),
             Ok(n) => n,
             Err(e) => return format!("read failed: {e}"),
@@ -331,7 +338,7 @@ async fn read_half(
 }
 
 /// Writes what the connection has queued, whenever woken.
-async fn write_half(stream: &Async<TcpStream>, handle: &ConnHandle) -> String {
+async fn write_half(stream: &Io<TcpStream>, handle: &ConnHandle) -> String {
     loop {
         if handle.woken.recv().await.is_err() {
             return "closed".into();
@@ -339,7 +346,7 @@ async fn write_half(stream: &Async<TcpStream>, handle: &ConnHandle) -> String {
         let out = handle.conn.borrow_mut().take_transmit();
         if !out.is_empty() {
             handle.writing.set(out.len());
-            let written = (&*stream).write_all(&out).await;
+            let written = stream.write_all(&out).await;
             handle.writing.set(0);
             if let Err(e) = written {
                 return format!("write failed: {e}");
@@ -348,7 +355,6 @@ async fn write_half(stream: &Async<TcpStream>, handle: &ConnHandle) -> String {
             handle.wake();
         }
         if let Some(why) = handle.closing.get() {
-            let _ = (&*stream).flush().await;
             return why.into();
         }
     }

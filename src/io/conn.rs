@@ -6,6 +6,7 @@
 //! allocated only once bytes are readable and given back when empty, so an
 //! idle waiting poll holds little beyond its task and socket.
 
+use super::rt::{Io, Timer};
 use super::waiter::{Answer, Wait};
 use super::Shared;
 use crate::api::{self, Handled};
@@ -14,8 +15,6 @@ use crate::limits::{HEAD_BYTES_MAX, IDLE_BUFFER_BYTES_MAX, PIPELINE_BYTES_MAX, R
 use crate::proto::http::{Framer, HttpError, Method, Progress, Request};
 use crate::proto::response::{self, Cors, Response};
 use smol::future;
-use smol::io::AsyncWriteExt;
-use smol::{Async, Timer};
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
@@ -29,7 +28,7 @@ const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES_MAX: usize = 64 * 1024;
 
 /// Serves one connection until it closes.
-pub async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>) {
+pub async fn serve(shared: Rc<Shared>, stream: Io<TcpStream>) {
     let mut conn = Conn {
         shared: shared.clone(),
         stream,
@@ -53,7 +52,7 @@ enum Read_ {
 
 struct Conn {
     shared: Rc<Shared>,
-    stream: Async<TcpStream>,
+    stream: Io<TcpStream>,
     /// Received, not yet framed bytes.
     buf: Vec<u8>,
     /// The response being written.
@@ -225,26 +224,16 @@ impl Conn {
             .map(|origin| Cors { origin });
         response::write(&mut self.out, response, cors.as_ref(), head_only);
         self.shared.metrics(|m| m.count_response(response.status));
-        let Conn { stream, out, .. } = self;
-        let written = future::or(async { Some((&*stream).write_all(out).await) }, async {
-            Timer::after(WRITE_TIMEOUT).await;
-            None
-        })
-        .await;
+        let written = write_all(&self.stream, &self.out).await;
         if self.out.capacity() > IDLE_BUFFER_BYTES_MAX {
             self.out = Vec::new();
         }
-        written.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
+        written
     }
 
     async fn write_out_of_band(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.shared.metrics(|m| m.count_response(100));
-        let stream = &self.stream;
-        future::or(async { (&*stream).write_all(bytes).await }, async {
-            Timer::after(WRITE_TIMEOUT).await;
-            Err(io::ErrorKind::TimedOut.into())
-        })
-        .await
+        write_all(&self.stream, bytes).await
     }
 
     /// Closes gracefully: stop sending, then read and discard what the
@@ -272,29 +261,52 @@ impl Conn {
     }
 }
 
+/// Writes all of `bytes` within [`WRITE_TIMEOUT`]. The usual response fits
+/// the send buffer at once and never sets up the timer.
+async fn write_all(stream: &Io<TcpStream>, bytes: &[u8]) -> io::Result<()> {
+    let n = stream.try_write(bytes)?;
+    if n == bytes.len() {
+        return Ok(());
+    }
+    let rest = &bytes[n..];
+    future::or(async { stream.write_all(rest).await }, async {
+        Timer::after(WRITE_TIMEOUT).await;
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .await
+}
+
 /// Waits until the socket is readable, then reads what is there into the
 /// end of `buf`. The buffer grows only once bytes are known to be there, so
 /// an idle connection holds none. Cancel-safe: nothing happens after the
 /// only await.
-async fn fill(stream: &Async<TcpStream>, buf: &mut Vec<u8>) -> io::Result<usize> {
+async fn fill(stream: &Io<TcpStream>, buf: &mut Vec<u8>) -> io::Result<usize> {
     loop {
-        stream.readable().await?;
-        let len = buf.len();
-        buf.resize(len + READ_CHUNK_BYTES, 0);
-        let read = stream.get_ref().read(&mut buf[len..]);
+        stream.readable().await;
+        // Read into the thread's scratch buffer and keep only what came:
+        // no zeroing of a fresh chunk per read, and a small request costs a
+        // small allocation.
+        let read: io::Result<usize> = SCRATCH.with_borrow_mut(|scratch| {
+            let n = stream.try_read(&mut scratch[..])?;
+            buf.extend_from_slice(&scratch[..n]);
+            Ok(n)
+        });
         match read {
-            Ok(n) => {
-                buf.truncate(len + n);
-                return Ok(n);
-            }
+            Ok(n) => return Ok(n),
             Err(e) => {
-                buf.truncate(len);
                 if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
         }
     }
+}
+
+thread_local! {
+    /// Where every connection of this thread reads into before keeping
+    /// the bytes; borrowed only for one non-blocking read.
+    static SCRATCH: std::cell::RefCell<[u8; READ_CHUNK_BYTES]> =
+        const { std::cell::RefCell::new([0; READ_CHUNK_BYTES]) };
 }
 
 /// Raw bytes one request may take: its head, its body twice over for

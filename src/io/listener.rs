@@ -1,9 +1,10 @@
 //! Accepting connections, and refusing them over `--max-connections`.
 
 use super::conn;
+use super::rt::{Io, Timer};
 use super::Shared;
 use crate::proto::response::{self, Response};
-use smol::{Async, LocalExecutor, Timer};
+use smol::LocalExecutor;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
@@ -16,7 +17,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// Accepts until cancelled; each connection gets its own task on `ex`.
 pub async fn accept_loop(
     shared: Rc<Shared>,
-    listener: Async<TcpListener>,
+    listener: Io<TcpListener>,
     ex: Rc<LocalExecutor<'static>>,
 ) {
     loop {
@@ -42,7 +43,7 @@ pub async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let stream = match Async::new(stream) {
+        let stream = match Io::new(stream) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("cannot register a connection: {e}");

@@ -10,6 +10,7 @@ pub mod cluster;
 mod conn;
 mod listener;
 pub mod random;
+pub mod rt;
 mod shared;
 pub mod waiter;
 
@@ -22,8 +23,9 @@ use crate::limits::{DRAIN_MS_MAX, LOOKUP_TIMEOUT_MS};
 use crate::proto::ids;
 use crate::systemd::Notifier;
 use cluster::ClusterState;
+use rt::{Io, Timer};
 use smol::stream::StreamExt;
-use smol::{Async, LocalExecutor, Timer};
+use smol::LocalExecutor;
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -37,10 +39,12 @@ pub fn run(config: &Config) -> std::io::Result<()> {
     let listener = match crate::systemd::activated_listener() {
         Some(l) => {
             log::info!("using the socket systemd passed (LISTEN_FDS); --listen is ignored");
-            Async::new(l)?
+            Io::new(l)?
         }
-        None => Async::<TcpListener>::bind(config.listen)
-            .map_err(|e| bind_error("--listen", config.listen, e))?,
+        None => Io::new(
+            TcpListener::bind(config.listen)
+                .map_err(|e| bind_error("--listen", config.listen, e))?,
+        )?,
     };
     let local = listener.get_ref().local_addr()?;
     let name = ids::parse_node_name(&config.node)
@@ -54,10 +58,9 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         peer_names.push(name);
     }
     let cluster_listener = match config.cluster_listen {
-        Some(addr) => Some(
-            Async::<TcpListener>::bind(addr)
-                .map_err(|e| bind_error("--cluster-listen", addr, e))?,
-        ),
+        Some(addr) => Some(Io::new(
+            TcpListener::bind(addr).map_err(|e| bind_error("--cluster-listen", addr, e))?,
+        )?),
         None => None,
     };
     let node = Node::new(NodeConfig {
@@ -100,7 +103,7 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         config.header_timeout,
     );
     let ex = Rc::new(LocalExecutor::new());
-    smol::block_on(ex.run(async {
+    rt::block_on(ex.run(async {
         let timers = ex.spawn(shared::run_timers(shared.clone()));
         let accept = ex.spawn(listener::accept_loop(shared.clone(), listener, ex.clone()));
         let mut cluster_tasks = Vec::new();
@@ -131,7 +134,9 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         let notifier = Rc::new(Notifier::from_env());
         notifier.notify(&format!("READY=1\n{}", shared.status_line()));
         let status = ex.spawn(report_status(shared.clone(), notifier.clone()));
-        let signal = signals.next().await;
+        // A task of its own: polled only when a signal comes, not on every
+        // turn of the loop as the main future is.
+        let signal = ex.spawn(async move { signals.next().await }).await;
         log::info!("{} received: draining", signal_name(signal));
         notifier.notify("STOPPING=1\nSTATUS=draining");
         // Stop accepting: cancelling the task drops the listener.
@@ -149,8 +154,7 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         drop(timers);
         drop(status);
         log::info!("drained; exiting");
-    }));
-    Ok(())
+    }))
 }
 
 /// Tells systemd how the node is doing, and, when a watchdog is set, that

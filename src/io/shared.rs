@@ -3,6 +3,7 @@
 
 use super::cluster::{ClusterState, ConnHandle};
 use super::random::RandomPool;
+use super::rt::Timer;
 use super::waiter::{self, Wait, Waiter};
 use crate::api::PeerState;
 use crate::api::{Api, Handled};
@@ -13,7 +14,6 @@ use crate::limits::SECRET_BYTES;
 use crate::limits::{HEAD_BYTES_MAX, TARGET_BYTES_MAX};
 use crate::proto::http::{self, Request};
 use crate::proto::ids::NodeName;
-use smol::Timer;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};

@@ -87,17 +87,17 @@ pub fn base64url(bytes: &[u8], out: &mut String) {
     }
 }
 
-fn b64_value(c: u8) -> Option<u32> {
-    let v = match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return None,
-    };
-    Some(u32::from(v))
-}
+/// Each byte's value in base64url, or [`B64_INVALID`].
+const B64_VALUES: [u8; 256] = {
+    let mut table = [B64_INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[B64URL[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const B64_INVALID: u8 = 0xff;
 
 /// Decodes exactly [`SECRET_CHARS`] characters of canonical base64url into a
 /// secret. Non-canonical encodings (unused low bits set) are refused, so each
@@ -106,22 +106,22 @@ pub fn decode_secret(s: &[u8]) -> Option<[u8; SECRET_BYTES]> {
     if s.len() != SECRET_CHARS {
         return None;
     }
-    let mut out = [0u8; SECRET_BYTES];
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    let mut n = 0;
-    for &c in s {
-        acc = (acc << 6) | b64_value(c)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out[n] = (acc >> bits) as u8;
-            n += 1;
-            acc &= (1 << bits) - 1;
-        }
+    // 22 characters are 132 bits: 128 into a u128, then the last 4,
+    // which must be zero. Invalid characters are OR-ed up and checked once.
+    let mut acc: u128 = 0;
+    let mut invalid = 0u8;
+    let (body, last) = s.split_at(SECRET_CHARS - 1);
+    for &c in body {
+        let v = B64_VALUES[usize::from(c)];
+        invalid |= v;
+        acc = (acc << 6) | u128::from(v & 63);
     }
-    // 22 chars carry 132 bits: the 4 left over must be zero.
-    (acc == 0 && n == SECRET_BYTES).then_some(out)
+    let v = B64_VALUES[usize::from(last[0])];
+    invalid |= v;
+    // 21 characters gave 126 bits; the 22nd adds its top 2 and its low 4
+    // must be zero.
+    acc = (acc << 2) | u128::from((v & 63) >> 4);
+    (invalid & 0xc0 == 0 && v & 0x0f == 0).then(|| acc.to_be_bytes())
 }
 
 /// A session token: the handler's address and its secret.

@@ -1,0 +1,167 @@
+//! A socket on the thread's reactor: registered once, edge-triggered, with
+//! its readiness remembered between reads and writes.
+
+use super::reactor::{Dir, Reactor};
+use std::future::poll_fn;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::rc::Rc;
+
+/// A non-blocking socket driven by [`super::block_on`], like smol's `Async`.
+#[derive(Debug)]
+pub struct Io<T: AsFd> {
+    reactor: Rc<Reactor>,
+    key: usize,
+    inner: T,
+}
+
+/// Sockets that can be made non-blocking.
+pub trait NonBlocking: AsFd {
+    /// Puts the socket in non-blocking mode.
+    fn set_nonblocking(&self) -> io::Result<()>;
+}
+
+impl NonBlocking for TcpStream {
+    fn set_nonblocking(&self) -> io::Result<()> {
+        TcpStream::set_nonblocking(self, true)
+    }
+}
+
+impl NonBlocking for TcpListener {
+    fn set_nonblocking(&self) -> io::Result<()> {
+        TcpListener::set_nonblocking(self, true)
+    }
+}
+
+impl<T: NonBlocking> Io<T> {
+    /// Makes `inner` non-blocking and registers it with this thread's loop.
+    pub fn new(inner: T) -> io::Result<Io<T>> {
+        inner.set_nonblocking()?;
+        let reactor = Reactor::get()?;
+        let key = reactor.register(inner.as_fd())?;
+        Ok(Io {
+            reactor,
+            key,
+            inner,
+        })
+    }
+}
+
+impl<T: AsFd> Io<T> {
+    /// The socket itself.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Waits until the socket may be readable (it may still say
+    /// `WouldBlock`; see [`Io::read_with`]).
+    pub async fn readable(&self) {
+        poll_fn(|cx| self.reactor.poll_ready(self.key, Dir::Read, cx)).await;
+    }
+
+    async fn writable(&self) {
+        poll_fn(|cx| self.reactor.poll_ready(self.key, Dir::Write, cx)).await;
+    }
+
+    /// Runs a non-blocking read `op` until it does not say `WouldBlock`.
+    pub async fn read_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        loop {
+            self.readable().await;
+            match op(&self.inner) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.reactor.clear(self.key, Dir::Read);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Io<TcpStream> {
+    /// Reads what is there into `buf`; 0 at end of stream. A read that
+    /// does not fill `buf` emptied the socket, so the next one waits for
+    /// the next edge instead of asking the kernel for `WouldBlock`.
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.readable().await;
+            match self.try_read(buf) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// One non-blocking read, whatever the known readiness; `WouldBlock`
+    /// and short reads clear it.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match (&self.inner).read(buf) {
+            Ok(n) => {
+                if n > 0 && n < buf.len() {
+                    self.reactor.clear(self.key, Dir::Read);
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.reactor.clear(self.key, Dir::Read);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes what the send buffer takes now, without waiting; `Ok(0)` when
+    /// it is full. A write that leaves the socket full clears the
+    /// readiness, as in [`Io::write_all`].
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match (&self.inner).write(buf) {
+            Ok(n) => {
+                if n < buf.len() {
+                    self.reactor.clear(self.key, Dir::Write);
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.reactor.clear(self.key, Dir::Write);
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes all of `buf`. A short write means the send buffer is full:
+    /// the rest waits for the next edge.
+    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            self.writable().await;
+            match (&self.inner).write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    if n < buf.len() {
+                        self.reactor.clear(self.key, Dir::Write);
+                    }
+                    buf = &buf[n..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.reactor.clear(self.key, Dir::Write);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: AsFd> Drop for Io<T> {
+    fn drop(&mut self) {
+        self.reactor.deregister(self.key, self.inner.as_fd());
+    }
+}
