@@ -18,8 +18,11 @@ pub const HEAD_BYTES_MAX: usize = 16 * 1024;
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 /// Header lines parsed per response; nginx and pairlink send fewer than 16.
 const HEADERS_MAX: usize = 32;
-/// Bytes read from the socket at a time.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Room made in the read buffer before a read, at least: a poll answer of
+/// a small message fits in one read, and 10,000 idle connections cost
+/// 40 MiB of buffers, not more. A buffer grows (doubling) only for a larger
+/// response, and never beyond what the limits above let a response be.
+const READ_ROOM_BYTES: usize = 4 * 1024;
 
 /// Why a request failed; each kind is a separate counter in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +117,8 @@ pub struct Response {
     pub close: bool,
 }
 
-/// Runs `fut` until `deadline`; past it the answer is [`ErrKind::Timeout`].
+/// Runs `fut` until `deadline`; past it the answer is [`ErrKind::Timeout`]
+/// and `fut` is dropped.
 pub async fn with_deadline<T>(
     deadline: Instant,
     fut: impl std::future::Future<Output = Result<T, ErrKind>>,
@@ -132,6 +136,8 @@ pub struct Conn {
     /// Received bytes not yet consumed: `buf[..filled]`.
     buf: Vec<u8>,
     filled: usize,
+    /// A byte was received since the last request was written.
+    received: bool,
 }
 
 impl Conn {
@@ -150,11 +156,13 @@ impl Conn {
             stream,
             buf: Vec::new(),
             filled: 0,
+            received: false,
         })
     }
 
     /// Writes a whole request.
     pub async fn write(&mut self, request: &[u8]) -> Result<(), ErrKind> {
+        self.received = false;
         self.stream.write_all(request).await.map_err(io_kind)
     }
 
@@ -235,7 +243,7 @@ impl Conn {
                     }
                 }
             }
-            if body.len() + size > BODY_BYTES_MAX {
+            if size > BODY_BYTES_MAX - body.len() {
                 return Err(ErrKind::Parse);
             }
             while self.filled < size + 2 {
@@ -267,8 +275,9 @@ impl Conn {
 
     /// Reads more bytes; a closed connection is [`ErrKind::Closed`].
     async fn fill(&mut self) -> Result<(), ErrKind> {
-        if self.buf.len() < self.filled + READ_CHUNK_BYTES {
-            self.buf.resize(self.filled + READ_CHUNK_BYTES, 0);
+        if self.buf.len() - self.filled < READ_ROOM_BYTES / 4 {
+            let len = (2 * self.buf.len()).max(READ_ROOM_BYTES);
+            self.buf.resize(len, 0);
         }
         let n = self
             .stream
@@ -278,6 +287,7 @@ impl Conn {
         if n == 0 {
             return Err(ErrKind::Closed);
         }
+        self.received = true;
         self.filled += n;
         Ok(())
     }
@@ -360,6 +370,14 @@ fn io_kind(e: std::io::Error) -> ErrKind {
     }
 }
 
+/// A failed try of a request.
+struct Failed {
+    kind: ErrKind,
+    /// Some of a response had arrived: the server saw the request, so it
+    /// is not tried again.
+    answered: bool,
+}
+
 /// A request stream to one server: a keep-alive connection opened on first
 /// use and again after any failure.
 pub struct Client {
@@ -392,7 +410,13 @@ impl Client {
     /// Sends the request in `self.scratch` and reads its response, all
     /// within `timeout`. Any failure drops the connection, since its state
     /// is unknown; a reused connection the server had closed while idle
-    /// (no byte of the response received) is retried once on a new one.
+    /// (closed or reset before any byte of the response) is retried once
+    /// on a new one.
+    ///
+    /// Cancel-safe: the connection is taken out of the client for the
+    /// request and put back only after a complete response, so a caller
+    /// that drops this future (its own deadline passed) leaves no request
+    /// half-answered on a connection that would be used again.
     pub async fn send_scratch(
         &mut self,
         timeout: Duration,
@@ -401,29 +425,42 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let reused = self.conn.is_some();
         match self.attempt(deadline, head).await {
-            Err(ErrKind::Closed | ErrKind::Io) if reused => self.attempt(deadline, head).await,
-            other => other,
+            Err(Failed {
+                kind: ErrKind::Closed | ErrKind::Io,
+                answered: false,
+            }) if reused => self.attempt(deadline, head).await.map_err(|f| f.kind),
+            other => other.map_err(|f| f.kind),
         }
     }
 
-    async fn attempt(&mut self, deadline: Instant, head: bool) -> Result<Response, ErrKind> {
-        if self.conn.is_none() {
-            self.conn = Some(Conn::connect(self.url.addr, deadline).await?);
-        }
-        let Client { conn, scratch, .. } = self;
-        let Some(c) = conn.as_mut() else {
-            return Err(ErrKind::Connect);
+    async fn attempt(&mut self, deadline: Instant, head: bool) -> Result<Response, Failed> {
+        let mut c = match self.conn.take() {
+            Some(c) => c,
+            None => Conn::connect(self.url.addr, deadline)
+                .await
+                .map_err(|kind| Failed {
+                    kind,
+                    answered: false,
+                })?,
         };
+        let scratch = &self.scratch;
         let result = with_deadline(deadline, async {
             c.write(scratch).await?;
             c.read_response(head).await
         })
         .await;
-        match &result {
-            Ok(r) if !r.close && !c.has_unread() => {}
-            _ => self.conn = None,
+        match result {
+            Ok(r) => {
+                if !r.close && !c.has_unread() {
+                    self.conn = Some(c);
+                }
+                Ok(r)
+            }
+            Err(kind) => Err(Failed {
+                kind,
+                answered: c.received,
+            }),
         }
-        result
     }
 
     /// Starts `METHOD prefix+path HTTP/1.1` in the scratch buffer with the

@@ -9,7 +9,8 @@
 use super::args::Args;
 use super::http::{Client, ErrKind, Url};
 use super::report::{self, Errors, Meter, Outcome};
-use super::target::{leave_all, Proto, Session};
+use super::target::{cancel_all, leave_all, Proto, Session};
+use super::SETUP_TIME_MAX;
 use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -74,9 +75,10 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
             ))
         })
         .collect();
-    // Set-up is bounded by every join waiting its whole deadline.
+    // Set-up is bounded by every join waiting its whole deadline, and by
+    // SETUP_TIME_MAX.
     let rounds = args.sessions.div_ceil(args.concurrency) as u32 + 1;
-    let setup_deadline = started + args.timeout * 2 * rounds;
+    let setup_deadline = started + (args.timeout * 2 * rounds).min(SETUP_TIME_MAX);
     while run.joined.get() + run.failed.get() < args.sessions && Instant::now() < setup_deadline {
         Timer::after(CHECK_INTERVAL).await;
     }
@@ -97,10 +99,12 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     let cpu = cpu_meter.stop();
     let own_cpu = own.stop();
     run.stopped.set(true);
-    drop(tasks);
+    // Cancelled and gone, their sockets closed, before the leaves open
+    // theirs (a dropped task is only dropped when the executor next gets
+    // to it).
+    cancel_all(tasks).await;
     let sessions = std::mem::take(&mut *run.sessions.borrow_mut());
-    let left = leave_all(proto, &sessions).await;
-    run.errors.borrow_mut().add_count("leave_failed", left);
+    leave_all(proto, &sessions, &run.errors).await;
 
     let joined = run.joined.get();
     let errors = run.errors.borrow();
@@ -114,7 +118,11 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
         None => w.str("polls", "unknown"),
     }
     w.u64("polls_returned_early", run.polls_returned.get());
-    let mut memory_line = "server RSS: not measured (pass --pid)".to_string();
+    let mut memory_line = if meter.has_pids() {
+        "server RSS: could not be read from /proc".to_string()
+    } else {
+        "server RSS: not measured (pass --pid)".to_string()
+    };
     if let (Some(before), Some(with)) = (rss_before, rss_with) {
         let waiting = polls.unwrap_or(joined).max(1);
         let per_poll = with.saturating_sub(before) as f64 / waiting as f64;
@@ -133,15 +141,20 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     }
     errors.write(&mut w);
     report::write_generator_cpu(&mut w, own_cpu);
-    let cpu_line = report::write_cpu(&mut w, cpu, "session", joined);
+    let cpu_line = report::write_cpu(&mut w, &cpu_meter, cpu, "session", joined);
+    let mut errors_line = errors.summary();
+    if errors.count("status_503") > 0 {
+        errors_line.push_str(
+            " (503: the server is at a limit; pairlink needs --max-connections above --sessions)",
+        );
+    }
     let summary = format!(
         "idle against {} ({}): {joined} of {} sessions joined in {setup_s:.2} s, {} polls waiting at the server\n  \
-         {memory_line}\n  {cpu_line}\n  errors: {}",
+         {memory_line}\n  {cpu_line}\n  errors: {errors_line}",
         args.target.name(),
         args.url_texts.join(", "),
         args.sessions,
         polls.map_or("an unknown number of".to_string(), |p| p.to_string()),
-        errors.summary()
     );
     Outcome {
         line: w.finish(),

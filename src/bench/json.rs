@@ -136,8 +136,14 @@ impl<'a> Parser<'a> {
                 {
                     self.at += 1;
                 }
-                let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
-                text.parse().ok().map(Value::Num)
+                let text = &self.bytes[start..self.at];
+                // Event numbers are short runs of digits: add them up
+                // rather than go through the float parser.
+                if text.len() <= 15 && text.iter().all(u8::is_ascii_digit) {
+                    let n = text.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+                    return Some(Value::Num(n as f64));
+                }
+                std::str::from_utf8(text).ok()?.parse().ok().map(Value::Num)
             }
             _ => None,
         }

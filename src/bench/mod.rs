@@ -10,6 +10,7 @@
 //! - [`relay`], [`pairing`], [`idle`]: the three workloads.
 //! - [`hist`]: a log-linear latency histogram.
 //! - [`procfs`]: the server's CPU time and RSS from `/proc`.
+//! - [`fdlimit`]: raises the open-file limit to what the run needs.
 //! - [`report`]: error counters, CPU meter, the JSON line and the summary.
 //!
 //! Everything runs on one thread in one `LocalExecutor`, like the server:
@@ -17,6 +18,7 @@
 //! see and does not steal from the server's core.
 
 pub mod args;
+pub mod fdlimit;
 pub mod hist;
 pub mod http;
 pub mod idle;
@@ -31,6 +33,27 @@ use args::{Args, Workload};
 use report::Outcome;
 use smol::LocalExecutor;
 use std::rc::Rc;
+use std::time::Duration;
+use target::LEAVE_CONCURRENCY;
+
+/// Longest set-up of a run (joins, connections): a server that cannot
+/// take the sessions within this is measured with those it took.
+pub const SETUP_TIME_MAX: Duration = Duration::from_secs(120);
+
+/// Sockets the run holds open at most, plus the generator's other files:
+/// relay, four per pair (a poll and a send connection per side); pairing,
+/// two per pair in flight; idle, one per session and a control connection
+/// per node. The clean-up leaves use [`LEAVE_CONCURRENCY`] connections per
+/// node.
+pub fn files_needed(args: &Args) -> u64 {
+    let nodes = args.urls.len() as u64;
+    let sockets = match args.workload {
+        Workload::Relay => 4 * args.pairs,
+        Workload::Pairing => 2 * args.concurrency.min(args.pairs),
+        Workload::Idle => args.sessions + nodes,
+    };
+    sockets.max(LEAVE_CONCURRENCY as u64 * nodes) + fdlimit::FILES_BESIDES_SOCKETS
+}
 
 /// Runs the workload `args` asks for, to its end.
 pub fn run(args: Args) -> Outcome {

@@ -1,23 +1,33 @@
 //! The pairing workload: N pairs, C at a time. For each pair, side a
 //! joins and polls; side b joins; a's poll returns `peer_online`; both
 //! leave. The latency measured is from the start of b's join to the
-//! moment a's poll answer carrying `peer_online` is read.
+//! moment a's poll answer carrying `peer_online` is read. A pairing counts
+//! as done only when all of that, both leaves included, succeeded.
+//!
+//! Against Nchan (see [`super::target`]), a's join is local, a polls its
+//! inbox channel, b's join publishes `peer_online` to it, and both leaves
+//! delete the pair's channels.
 //!
 //! Each of the C workers keeps two keep-alive connections, one for side a
 //! and one for side b; given several URLs, worker w sends a to node
 //! `w mod n` and b to node `w+1 mod n`, so every pairing crosses nodes.
+//!
+//! No pairing starts after `--duration`; one in flight then ends within
+//! its requests' deadlines (a's polls together get one poll deadline).
 
 use super::args::Args;
 use super::hist::Hist;
-use super::http::{Client, ErrKind};
+use super::http::{with_deadline, Client, ErrKind};
 use super::report::{self, Errors, Meter, Outcome};
 use super::target::{join_all, Event, Proto};
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
-/// Polls of side a tried before a pairing counts as failed: the first
-/// should carry `peer_online`; a second covers a poll answered empty by a
-/// race we did not foresee.
+/// Polls of side a tried before a pairing counts as failed
+/// (`no_peer_online`): the first should carry `peer_online`; more cover a
+/// poll answered early and empty (a newer poll, a drain). All of them
+/// together have one poll deadline. A poll that returns other events
+/// without `peer_online` fails the pairing at once.
 const POLLS_PER_PAIRING_MAX: u32 = 3;
 
 struct Run {
@@ -96,7 +106,7 @@ pub async fn run(args: Args) -> Outcome {
     report::write_latency(&mut w, "latency_us", &hist);
     errors.write(&mut w);
     report::write_generator_cpu(&mut w, own_cpu);
-    let cpu_line = report::write_cpu(&mut w, cpu, "pairing", done);
+    let cpu_line = report::write_cpu(&mut w, &meter, cpu, "pairing", done);
     let summary = format!(
         "pairing against {} ({}): {done} of {} pairings at concurrency {workers} in {:.2} s, {rate:.0}/s\n  \
          b's join to a's peer_online: {}\n  {cpu_line}\n  errors: {}",
@@ -129,10 +139,14 @@ async fn worker(run: &Run, ca: &mut Client, cb: &mut Client) {
                 run.done.set(run.done.get() + 1);
                 run.last_done.set(Instant::now());
             }
-            Err(e) => run.errors.borrow_mut().add(e),
+            Err(Failure::Request(e)) => run.errors.borrow_mut().add(e),
+            Err(Failure::Named(name)) => run.errors.borrow_mut().add_named(name),
         }
     }
 }
+
+/// Why a pairing failed, beyond a failed request.
+const NO_PEER_ONLINE: &str = "no_peer_online";
 
 /// One pairing; the answer is b's join start to a's `peer_online`.
 async fn one_pairing(
@@ -140,26 +154,30 @@ async fn one_pairing(
     ca: &mut Client,
     cb: &mut Client,
     pair: &str,
-) -> Result<Duration, ErrKind> {
+) -> Result<Duration, Failure> {
     let proto = run.proto;
     let mut a = proto.join(ca, pair, 'a').await?;
     // a's poll is written before b's join starts (the first future of a
     // `zip` is polled first), and the two run at once.
     let a_id = a.clone();
     let b_join_started = Cell::new(None);
-    let poll_a = async {
+    let poll_a = with_deadline(Instant::now() + proto.poll_deadline(), async {
         let mut events = Vec::new();
         for _ in 0..POLLS_PER_PAIRING_MAX {
             proto.poll(ca, &mut a, &mut events).await?;
             if events.contains(&Event::PeerOnline) {
-                return Ok(Instant::now());
+                return Ok(Some(Instant::now()));
+            }
+            if !events.is_empty() {
+                // Something else came first: not the pairing we measure.
+                return Ok(None);
             }
         }
-        Err(ErrKind::Parse)
-    };
+        Ok(None)
+    });
     let join_b = async {
         b_join_started.set(Some(Instant::now()));
-        let b = proto.join(cb, pair, 'b').await;
+        let b = proto.join_peer(cb, pair, 'b').await;
         if b.is_err() {
             // a's poll would wait for nothing: leaving answers it at once.
             let _ = proto.leave(cb, &a_id).await;
@@ -173,8 +191,20 @@ async fn one_pairing(
     }
     // Both leave, whatever a's poll saw, so no session outlives the run.
     let (la, lb) = smol::future::zip(proto.leave(ca, &a_id), proto.leave(cb, &b)).await;
-    let online_at = online_at?;
+    let online_at = online_at?.ok_or(Failure::Named(NO_PEER_ONLINE))?;
     la.and(lb)?;
-    let started = b_join_started.get().ok_or(ErrKind::Parse)?;
+    let started = b_join_started.get().ok_or(Failure::Named(NO_PEER_ONLINE))?;
     Ok(online_at.saturating_duration_since(started))
+}
+
+/// A failed pairing: a request that failed, or a surprise.
+enum Failure {
+    Request(ErrKind),
+    Named(&'static str),
+}
+
+impl From<ErrKind> for Failure {
+    fn from(e: ErrKind) -> Failure {
+        Failure::Request(e)
+    }
 }

@@ -14,7 +14,8 @@ use super::args::{Args, Target};
 use super::hist::Hist;
 use super::http::{push_u64, with_deadline, Client, ErrKind, Url};
 use super::report::{self, Errors, Meter, Outcome};
-use super::target::{leave_all, Event, Proto, Session};
+use super::target::{cancel_all, leave_all, Event, Proto, Session};
+use super::SETUP_TIME_MAX;
 use async_channel::{Receiver, Sender};
 use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
@@ -130,9 +131,10 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
         )));
     }
     // Set-up: every pair joined, or its failure counted. Bounded by the
-    // worst case of every join waiting its whole deadline.
+    // worst case of every join waiting its whole deadline, and by
+    // SETUP_TIME_MAX: the pairs not ready then are not waited for.
     let rounds = pairs.div_ceil(SETUP_CONCURRENCY) as u32 + 1;
-    let setup_deadline = Instant::now() + args.timeout * 4 * rounds;
+    let setup_deadline = Instant::now() + (args.timeout * 4 * rounds).min(SETUP_TIME_MAX);
     let mut ready = 0;
     for _ in 0..pairs {
         match with_deadline(setup_deadline, async {
@@ -164,10 +166,12 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
         own_cpu = own.stop();
     }
     run.stopped.set(true);
-    drop(tasks);
+    // Cancelled and gone, their sockets closed, before the leaves open
+    // theirs (a dropped task is only dropped when the executor next gets
+    // to it).
+    cancel_all(tasks).await;
     let sessions = std::mem::take(&mut *sessions.borrow_mut());
-    let left = leave_all(run.proto, &sessions).await;
-    run.errors.borrow_mut().add_count("leave_failed", left);
+    leave_all(run.proto, &sessions, &run.errors).await;
 
     let messages = run.messages.get();
     let hist = run.hist.borrow();
@@ -185,7 +189,7 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     report::write_latency(&mut w, "latency_us", &hist);
     errors.write(&mut w);
     report::write_generator_cpu(&mut w, own_cpu);
-    let cpu_line = report::write_cpu(&mut w, cpu, "message", messages);
+    let cpu_line = report::write_cpu(&mut w, &meter, cpu, "message", messages);
     let summary = format!(
         "relay against {} ({}): {ready} of {} pairs ran for {:.1} s: {messages} messages, {rate:.0}/s\n  \
          one-way latency: {}\n  {cpu_line}\n  errors: {}",
@@ -226,9 +230,13 @@ async fn pair_task(
         sessions.borrow_mut().push((urls.0.clone(), a.clone()));
         let b = run.proto.join(&mut poll_b, &pair, 'b').await?;
         sessions.borrow_mut().push((urls.1.clone(), b.clone()));
+        // Every connection is open before the run starts (Nchan's joins
+        // send nothing): hundreds of connects at once when it starts would
+        // overflow the server's listen backlog and cost SYN retries.
         let deadline = Instant::now() + run.proto.timeout;
-        send_a.warm(deadline).await?;
-        send_b.warm(deadline).await?;
+        for c in [&mut poll_a, &mut poll_b, &mut send_a, &mut send_b] {
+            c.warm(deadline).await?;
+        }
         Ok::<_, ErrKind>((a, b))
     };
     let result = setup.await;

@@ -22,7 +22,7 @@ impl Errors {
     }
 
     /// Counts a surprise that is not a request failure (`duplicate`,
-    /// `out_of_order`, `no_peer_online`).
+    /// `out_of_order`, `no_peer_online`, `leave_timeout`).
     pub fn add_named(&mut self, name: &str) {
         *self.by_kind.entry(name.to_string()).or_insert(0) += 1;
     }
@@ -32,6 +32,11 @@ impl Errors {
         if n > 0 {
             *self.by_kind.entry(name.to_string()).or_insert(0) += n;
         }
+    }
+
+    /// The count of one kind.
+    pub fn count(&self, name: &str) -> u64 {
+        self.by_kind.get(name).copied().unwrap_or(0)
     }
 
     /// All counts added up.
@@ -95,6 +100,11 @@ impl Meter {
     /// Starts the window.
     pub fn start(&mut self) {
         self.start = self.read();
+    }
+
+    /// Whether there is a process to measure at all (`--pid` given).
+    pub fn has_pids(&self) -> bool {
+        !self.pids.is_empty()
     }
 
     /// The CPU time since [`Meter::start`].
@@ -176,10 +186,21 @@ pub fn write_generator_cpu(w: &mut Writer, cpu: Option<Cpu>) {
 
 /// `"server":{"cpu_user_s":…,"cpu_system_s":…,"cpu_s":…, "<unit>_per_cpu_s":…,
 /// "user_us_per_<unit>":…,"system_us_per_<unit>":…}` for `count` units of
-/// work; nothing when the CPU time is unknown. Returns the summary text.
-pub fn write_cpu(w: &mut Writer, cpu: Option<Cpu>, unit: &str, count: u64) -> String {
+/// work; nothing when the CPU time is unknown (no `--pid`, or `/proc`
+/// could not be read: `meter` tells which). Returns the summary text.
+pub fn write_cpu(
+    w: &mut Writer,
+    meter: &Meter,
+    cpu: Option<Cpu>,
+    unit: &str,
+    count: u64,
+) -> String {
     let Some(cpu) = cpu else {
-        return "server CPU: not measured (pass --pid)".into();
+        return if meter.has_pids() {
+            "server CPU: could not be read from /proc".into()
+        } else {
+            "server CPU: not measured (pass --pid)".into()
+        };
     };
     w.begin("server");
     w.f64("cpu_user_s", cpu.user_s);

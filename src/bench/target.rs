@@ -1,21 +1,49 @@
 //! The four operations every workload is made of — join, poll, send,
 //! leave — spoken to pairlink (API.md) or to nginx + Nchan.
 //!
-//! Nchan has no sessions. A pair `p` is two channels: `p-a` is side a's
-//! inbox and `p-b` side b's. Side a polls `GET /sub/p-a` (long-poll, with
-//! the `Last-Modified` / `Etag` of its previous answer as
-//! `If-Modified-Since` / `If-None-Match`, Nchan's cursor) and sends with
-//! `POST /pub/p-b`. A join is local (no request), and a leave deletes the
-//! side's channel (`DELETE /pub/p-a`).
+//! # The Nchan mapping
+//!
+//! Nchan has no sessions and no presence. A pair `p` is two channels: `p-a`
+//! is side a's inbox and `p-b` side b's (benches/nchan/nginx.conf).
+//!
+//! - join: local, no request (the relay and idle workloads); the pairing
+//!   workload's join of side b is `POST /pub/p-a` with the body
+//!   `peer_online` ([`NCHAN_PEER_ONLINE`]): b announces itself in a's inbox,
+//!   the nearest Nchan has to pairlink's join finding the peer.
+//! - poll: `GET /sub/p-a`, Nchan's long-poll, with the `Last-Modified` /
+//!   `Etag` of the previous answer sent back as `If-Modified-Since` /
+//!   `If-None-Match` (Nchan's cursor). A 200 is one message; its body
+//!   `peer_online` is read as the `peer_online` event, any other body as a
+//!   message. 408 (or 304) is a poll that timed out with nothing new. Nchan
+//!   holds a poll for its `nchan_subscriber_timeout` (20 s in our config),
+//!   not for `timeout_ms`, so a poll's deadline there is at least
+//!   [`NCHAN_POLL_WAIT`] plus the request deadline.
+//! - send: `POST /pub/p-b` (to the peer's inbox), 201 or 202.
+//! - leave: `DELETE /pub/p-a`, deleting the side's inbox (404 when it never
+//!   held a message).
+//!
+//! So a pairing costs pairlink five requests (join a, poll a, join b, leave
+//! a, leave b) and Nchan four (poll a, publish to a, delete both channels);
+//! a relayed message costs each one send and one poll.
 
 use super::args::Target;
 use super::http::{with_deadline, Client, ErrKind, Response, Url};
 use super::json;
-use std::cell::Cell;
+use super::report::Errors;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
+
+/// The body of the Nchan message by which side b announces itself in the
+/// pairing workload; a poll answer carrying it is [`Event::PeerOnline`].
+/// The relay's messages start with a digit, so they never equal it.
+pub const NCHAN_PEER_ONLINE: &str = "peer_online";
+
+/// How long Nchan holds a long poll with nothing to answer:
+/// `nchan_subscriber_timeout` in benches/nchan/nginx.conf.
+pub const NCHAN_POLL_WAIT: Duration = Duration::from_secs(20);
 
 /// A session as the client sees it.
 #[derive(Clone, Debug)]
@@ -39,7 +67,8 @@ pub struct Session {
 /// One event of a poll answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The peer is present (pairlink only).
+    /// The peer is present (pairlink; Nchan: the message
+    /// [`NCHAN_PEER_ONLINE`]).
     PeerOnline,
     /// A message with its text.
     Message(String),
@@ -116,6 +145,34 @@ impl Proto {
         Ok(s)
     }
 
+    /// Joins side `side` of `pair` while the other side polls, as the
+    /// pairing workload does. For pairlink, an ordinary join. For Nchan,
+    /// `POST /pub/<pair>-<peer>` with the body [`NCHAN_PEER_ONLINE`], which
+    /// the peer's poll reads as `peer_online`.
+    pub async fn join_peer(
+        &self,
+        c: &mut Client,
+        pair: &str,
+        side: char,
+    ) -> Result<Session, ErrKind> {
+        let mut s = self.join(c, pair, side).await?;
+        if self.target == Target::Nchan {
+            self.send(c, &s, NCHAN_PEER_ONLINE.as_bytes(), None).await?;
+            s.peer_online_at_join = true;
+        }
+        Ok(s)
+    }
+
+    /// The deadline of one poll: the longest the server may hold it, plus
+    /// the request deadline.
+    pub fn poll_deadline(&self) -> Duration {
+        let wait = match self.target {
+            Target::Pairlink => self.poll_timeout,
+            Target::Nchan => self.poll_timeout.max(NCHAN_POLL_WAIT),
+        };
+        wait + self.timeout
+    }
+
     /// One long poll: appends the events it returned to `out` and moves the
     /// session's cursor past them. A poll that timed out at the server
     /// returns no events and is not an error.
@@ -125,7 +182,7 @@ impl Proto {
         s: &mut Session,
         out: &mut Vec<Event>,
     ) -> Result<(), ErrKind> {
-        let deadline = self.poll_timeout + self.timeout;
+        let deadline = self.poll_deadline();
         match self.target {
             Target::Pairlink => {
                 c.start("GET");
@@ -188,7 +245,11 @@ impl Proto {
                             s.etag = r.etag;
                         }
                         let text = String::from_utf8(r.body).map_err(|_| ErrKind::Parse)?;
-                        out.push(Event::Message(text));
+                        out.push(if text == NCHAN_PEER_ONLINE {
+                            Event::PeerOnline
+                        } else {
+                            Event::Message(text)
+                        });
                         Ok(())
                     }
                     // Nchan answers a long poll that timed out with 304
@@ -289,11 +350,11 @@ impl Proto {
 pub const LEAVE_CONCURRENCY: usize = 64;
 
 /// Leaves every session, [`LEAVE_CONCURRENCY`] at a time, within about
-/// twice the request deadline; returns how many leaves failed or were not
-/// tried in time.
-pub async fn leave_all(proto: Proto, sessions: &[(Url, Session)]) -> u64 {
+/// twice the request deadline. Failed leaves are counted in `errors` as
+/// `leave_<kind>` (`leave_status_404`, `leave_timeout`…), leaves not tried
+/// in time as `leave_not_tried`.
+pub async fn leave_all(proto: Proto, sessions: &[(Url, Session)], errors: &RefCell<Errors>) {
     let next = Cell::new(0);
-    let failed = Cell::new(0);
     let worker = || async {
         let mut clients: Vec<Client> = Vec::new();
         loop {
@@ -310,8 +371,10 @@ pub async fn leave_all(proto: Proto, sessions: &[(Url, Session)]) -> u64 {
                     clients.len() - 1
                 }
             };
-            if proto.leave(&mut clients[k], s).await.is_err() {
-                failed.set(failed.get() + 1);
+            if let Err(e) = proto.leave(&mut clients[k], s).await {
+                errors
+                    .borrow_mut()
+                    .add_named(&format!("leave_{}", e.name()));
             }
         }
     };
@@ -323,7 +386,23 @@ pub async fn leave_all(proto: Proto, sessions: &[(Url, Session)]) -> u64 {
         Ok::<(), ErrKind>(())
     })
     .await;
-    failed.get() + (sessions.len() - next.get().min(sessions.len())) as u64
+    let not_tried = sessions.len() - next.get().min(sessions.len());
+    errors
+        .borrow_mut()
+        .add_count("leave_not_tried", not_tried as u64);
+}
+
+/// Cancels every task and waits until each is dropped.
+pub async fn cancel_all<T>(tasks: Vec<smol::Task<T>>) {
+    let cancels: Vec<_> = tasks
+        .into_iter()
+        .map(|t| {
+            Box::pin(async move {
+                t.cancel().await;
+            })
+        })
+        .collect();
+    join_all(cancels).await;
 }
 
 /// Drives every future of `futs` to completion, together (a `join_all`

@@ -27,6 +27,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = bench::fdlimit::ensure(bench::files_needed(&args)) {
+        eprintln!("pairlink-bench: {e}");
+        return ExitCode::from(2);
+    }
     let outcome = bench::run(args);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", outcome.line);
