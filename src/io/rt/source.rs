@@ -84,15 +84,7 @@ impl Io<TcpStream> {
     /// does not fill `buf` emptied the socket, so the next one waits for
     /// the next edge instead of asking the kernel for `WouldBlock`.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            self.readable().await;
-            match self.try_read(buf) {
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
-            }
-        }
+        self.read_with(|_| self.try_read(buf)).await
     }
 
     /// One non-blocking read, whatever the known readiness; `WouldBlock`
@@ -115,13 +107,14 @@ impl Io<TcpStream> {
     }
 
     /// Writes what the send buffer takes now, without waiting; `Ok(0)` when
-    /// it is full. A write that leaves the socket full clears the
-    /// readiness, as in [`Io::write_all`].
+    /// it takes nothing (full, or the call was interrupted). A write that
+    /// leaves the socket full clears the readiness.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
         match (&self.inner).write(buf) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 if n < buf.len() {
                     self.reactor.clear(self.key, Dir::Write);
@@ -132,6 +125,7 @@ impl Io<TcpStream> {
                 self.reactor.clear(self.key, Dir::Write);
                 Ok(0)
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(e),
         }
     }
@@ -141,20 +135,8 @@ impl Io<TcpStream> {
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             self.writable().await;
-            match (&self.inner).write(buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    if n < buf.len() {
-                        self.reactor.clear(self.key, Dir::Write);
-                    }
-                    buf = &buf[n..];
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.reactor.clear(self.key, Dir::Write);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+            let n = self.try_write(buf)?;
+            buf = &buf[n..];
         }
         Ok(())
     }
