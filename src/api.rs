@@ -6,6 +6,7 @@ use crate::config::PeerSpec;
 use crate::core::{CancelKey, Node, Reply, Started};
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, SECRET_BYTES, TOKEN_BYTES_MAX};
 use crate::metrics::{self, Metrics, PeerCounts};
+use crate::proto::cut;
 use crate::proto::http::{Method, Request};
 use crate::proto::ids::{self, PairId, Side, Token};
 use crate::proto::json;
@@ -105,16 +106,14 @@ fn route(path: &str) -> Option<Route<'_>> {
         _ => {}
     }
     let rest = path.strip_prefix("/v1/pairs/")?;
-    let mut parts = rest.split('/');
-    let pair = parts.next()?;
-    let side = parts.next()?;
-    let route = match parts.next() {
-        None => Route::Session(pair, side),
-        Some("events") => Route::Events(pair, side),
-        Some("messages") => Route::Messages(pair, side),
+    let (pair, rest) = cut(rest, b'/')?;
+    let route = match cut(rest, b'/') {
+        None => Route::Session(pair, rest),
+        Some((side, "events")) => Route::Events(pair, side),
+        Some((side, "messages")) => Route::Messages(pair, side),
         Some(_) => return None,
     };
-    parts.next().is_none().then_some(route)
+    Some(route)
 }
 
 /// A 400 for the pair and side in a path; `bad_pair` wins.
@@ -230,10 +229,7 @@ impl<W> Api<W> {
         secret: &mut dyn FnMut() -> Option<[u8; SECRET_BYTES]>,
         make_waiter: impl FnOnce() -> W,
     ) -> Result<Started, Response> {
-        let (path, query) = request
-            .target
-            .split_once('?')
-            .unwrap_or((&request.target, ""));
+        let (path, query) = cut(&request.target, b'?').unwrap_or((&request.target, ""));
         let Some(route) = route(path) else {
             return Err(Response::error(404, "not_found", "no such path"));
         };

@@ -1,5 +1,6 @@
 //! The query string of a long poll: `after` and `timeout_ms`.
 
+use super::cut;
 use crate::limits::POLL_TIMEOUT_MS_MAX;
 
 /// What a poll asks for.
@@ -19,8 +20,14 @@ pub struct PollQuery {
 pub fn parse_poll(query: &str) -> Result<PollQuery, &'static str> {
     let mut after = None;
     let mut timeout_ms = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    let mut rest = Some(query);
+    while let Some(q) = rest {
+        let (pair, next) = cut(q, b'&').map_or((q, None), |(p, n)| (p, Some(n)));
+        rest = next;
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = cut(pair, b'=').unwrap_or((pair, ""));
         let slot = match name {
             "after" => &mut after,
             "timeout_ms" => &mut timeout_ms,

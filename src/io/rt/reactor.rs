@@ -5,8 +5,9 @@ use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::event::{eventfd, EventfdFlags, Timespec};
 use slab::Slab;
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
@@ -62,9 +63,7 @@ pub(super) struct Reactor {
     epoll: OwnedFd,
     notify: Notifier,
     sources: RefCell<Slab<Source>>,
-    /// Deadline and a sequence number (deadlines can be equal) to the task.
-    timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
-    timer_seq: Cell<u64>,
+    timers: RefCell<Timers>,
     events: RefCell<Vec<epoll::Event>>,
     /// Wakers collected during a turn, woken once no borrow is held.
     wake: RefCell<Vec<Waker>>,
@@ -93,8 +92,7 @@ impl Reactor {
             epoll,
             notify: Notifier(Arc::new(efd)),
             sources: RefCell::new(Slab::new()),
-            timers: RefCell::new(BTreeMap::new()),
-            timer_seq: Cell::new(0),
+            timers: RefCell::new(Timers::default()),
             events: RefCell::new(Vec::with_capacity(EVENTS_PER_WAIT_MAX)),
             wake: RefCell::new(Vec::new()),
         })
@@ -171,28 +169,19 @@ impl Reactor {
         }
     }
 
-    pub(super) fn insert_timer(&self, at: Instant, waker: &Waker) -> u64 {
-        let id = self.timer_seq.get();
-        self.timer_seq.set(id.wrapping_add(1));
-        self.timers.borrow_mut().insert((at, id), waker.clone());
-        id
+    /// Registers a timer; the id is what [`Reactor::update_timer`] and
+    /// [`Reactor::remove_timer`] take.
+    pub(super) fn insert_timer(&self, at: Instant, waker: &Waker) -> TimerId {
+        self.timers.borrow_mut().insert(at, waker)
     }
 
     /// Keeps the newest waker of a registered timer. False when it fired.
-    pub(super) fn update_timer(&self, at: Instant, id: u64, waker: &Waker) -> bool {
-        match self.timers.borrow_mut().get_mut(&(at, id)) {
-            Some(w) => {
-                if !w.will_wake(waker) {
-                    *w = waker.clone();
-                }
-                true
-            }
-            None => false,
-        }
+    pub(super) fn update_timer(&self, id: TimerId, waker: &Waker) -> bool {
+        self.timers.borrow_mut().update(id, waker)
     }
 
-    pub(super) fn remove_timer(&self, at: Instant, id: u64) {
-        self.timers.borrow_mut().remove(&(at, id));
+    pub(super) fn remove_timer(&self, id: TimerId) {
+        self.timers.borrow_mut().remove(id);
     }
 
     /// One turn: wait for events (up to the next timer, or not at all when
@@ -202,10 +191,9 @@ impl Reactor {
     pub(super) fn turn(&self, block: bool, now: Instant, sleeping: &AtomicBool) -> io::Result<()> {
         let timeout = if block {
             self.timers
-                .borrow()
-                .keys()
-                .next()
-                .map(|&(at, _)| timespec(at.saturating_duration_since(now)))
+                .borrow_mut()
+                .next_deadline()
+                .map(|at| timespec(at.saturating_duration_since(now)))
         } else {
             Some(timespec(Duration::ZERO))
         };
@@ -250,16 +238,7 @@ impl Reactor {
             }
         }
         drop(events);
-        {
-            let now = Instant::now();
-            let mut timers = self.timers.borrow_mut();
-            while let Some(entry) = timers.first_entry() {
-                if entry.key().0 > now {
-                    break;
-                }
-                wake.push(entry.remove());
-            }
-        }
+        self.timers.borrow_mut().fire_due(Instant::now(), &mut wake);
         let mut woken = std::mem::take(&mut *wake);
         drop(wake);
         for w in woken.drain(..) {
@@ -268,6 +247,137 @@ impl Reactor {
         // Keep the allocation for the next turn.
         *self.wake.borrow_mut() = woken;
         Ok(())
+    }
+}
+
+/// Where a registered timer is: its slot and the sequence number that slot
+/// was given, so that a slot reused by a later timer is told apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct TimerId {
+    key: usize,
+    seq: u64,
+}
+
+/// The thread's timers: a slab of live ones, and their deadlines in a FIFO
+/// or a min-heap.
+///
+/// Most timers here are header timeouts, `now + the same duration`, so
+/// their deadlines come in order: a timer due no sooner than the FIFO's
+/// last goes at its back (O(1)), any other into the heap (O(log n)).
+/// Cancelling (the common case: the request came) only frees the slot; the
+/// queued entry goes stale and is skipped when it comes to the front, or
+/// dropped by a sweep once stale entries outnumber live ones (O(n), paid
+/// for by as many cancellations). The `BTreeMap` this replaces did a
+/// search and a rebalance for both.
+#[derive(Debug, Default)]
+struct Timers {
+    entries: Slab<TimerEntry>,
+    /// `(deadline, seq, slot)`, in deadline order by construction.
+    fifo: VecDeque<(Instant, u64, usize)>,
+    /// `(deadline, seq, slot)`, soonest first.
+    heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct TimerEntry {
+    seq: u64,
+    waker: Waker,
+}
+
+/// Stale queue entries kept before a sweep, at least.
+const TIMER_STALE_MIN: usize = 1024;
+
+impl Timers {
+    fn insert(&mut self, at: Instant, waker: &Waker) -> TimerId {
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        let key = self.entries.insert(TimerEntry {
+            seq,
+            waker: waker.clone(),
+        });
+        if self.fifo.back().is_none_or(|&(last, _, _)| at >= last) {
+            self.fifo.push_back((at, seq, key));
+        } else {
+            self.heap.push(Reverse((at, seq, key)));
+        }
+        TimerId { key, seq }
+    }
+
+    fn update(&mut self, id: TimerId, waker: &Waker) -> bool {
+        match self.entries.get_mut(id.key) {
+            Some(e) if e.seq == id.seq => {
+                if !e.waker.will_wake(waker) {
+                    e.waker = waker.clone();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn remove(&mut self, id: TimerId) {
+        if self.entries.get(id.key).is_some_and(|e| e.seq == id.seq) {
+            self.entries.remove(id.key);
+        }
+        let queued = self.fifo.len() + self.heap.len();
+        let stale = queued.saturating_sub(self.entries.len());
+        if stale > TIMER_STALE_MIN.max(self.entries.len()) {
+            let entries = &self.entries;
+            let live = |seq: u64, key: usize| entries.get(key).is_some_and(|e| e.seq == seq);
+            self.fifo.retain(|&(_, seq, key)| live(seq, key));
+            self.heap.retain(|Reverse((_, seq, key))| live(*seq, *key));
+        }
+    }
+
+    fn is_live(&self, seq: u64, key: usize) -> bool {
+        self.entries.get(key).is_some_and(|e| e.seq == seq)
+    }
+
+    /// The soonest live deadline; stale entries in front are dropped.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&(_, seq, key)) = self.fifo.front() {
+            if self.is_live(seq, key) {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        while let Some(&Reverse((_, seq, key))) = self.heap.peek() {
+            if self.is_live(seq, key) {
+                break;
+            }
+            self.heap.pop();
+        }
+        let fifo = self.fifo.front().map(|e| e.0);
+        let heap = self.heap.peek().map(|e| e.0 .0);
+        match (fifo, heap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes the wakers of every timer due at `now`.
+    fn fire_due(&mut self, now: Instant, wake: &mut Vec<Waker>) {
+        while let Some(&(at, seq, key)) = self.fifo.front() {
+            if at > now {
+                break;
+            }
+            self.fifo.pop_front();
+            self.take(seq, key, wake);
+        }
+        while let Some(&Reverse((at, seq, key))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            self.take(seq, key, wake);
+        }
+    }
+
+    fn take(&mut self, seq: u64, key: usize, wake: &mut Vec<Waker>) {
+        if self.is_live(seq, key) {
+            wake.push(self.entries.remove(key).waker);
+        }
     }
 }
 
@@ -288,7 +398,7 @@ impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor")
             .field("sources", &self.sources.borrow().len())
-            .field("timers", &self.timers.borrow().len())
+            .field("timers", &self.timers.borrow().entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -296,5 +406,93 @@ impl std::fmt::Debug for Reactor {
 impl AsFd for Reactor {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    #[test]
+    fn timers_fire_soonest_first_and_cancelled_ones_never() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut timers = Timers::default();
+        let (late, wl) = waker();
+        let (early, we) = waker();
+        let (gone, wg) = waker();
+        timers.insert(ms(30), &wl);
+        timers.insert(ms(10), &we);
+        let cancelled = timers.insert(ms(5), &wg);
+        timers.remove(cancelled);
+        assert_eq!(
+            timers.next_deadline(),
+            Some(ms(10)),
+            "the stale top is skipped"
+        );
+        let mut wake = Vec::new();
+        timers.fire_due(ms(20), &mut wake);
+        wake.drain(..).for_each(Waker::wake);
+        assert_eq!(early.0.load(Ordering::SeqCst), 1);
+        assert_eq!(late.0.load(Ordering::SeqCst), 0);
+        timers.fire_due(ms(30), &mut wake);
+        wake.drain(..).for_each(Waker::wake);
+        assert_eq!(late.0.load(Ordering::SeqCst), 1);
+        assert_eq!(gone.0.load(Ordering::SeqCst), 0);
+        assert_eq!(timers.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_reused_slot_is_not_mistaken_for_the_old_timer() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        let (_, w) = waker();
+        let old = timers.insert(t0 + Duration::from_secs(5), &w);
+        timers.remove(old);
+        let new = timers.insert(t0 + Duration::from_secs(9), &w);
+        assert_eq!(old.key, new.key, "the slot is reused");
+        assert!(!timers.update(old, &w), "the old id is dead");
+        timers.remove(old); // must not cancel the new timer
+        assert!(timers.update(new, &w));
+        // The old heap entry (5 s) is stale; the live deadline is 9 s.
+        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn stale_entries_stay_bounded_under_churn() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        let (_, w) = waker();
+        let keep: Vec<TimerId> = (0..100)
+            .map(|i| timers.insert(t0 + Duration::from_secs(1000 + i), &w))
+            .collect();
+        // Sooner than the FIFO's last: into the heap; then later: the FIFO.
+        for i in 0..200_000u64 {
+            let base = if i < 100_000 { 10 } else { 2000 };
+            let id = timers.insert(
+                t0 + Duration::from_secs(base) + Duration::from_micros(i),
+                &w,
+            );
+            timers.remove(id);
+            assert!(
+                timers.heap.len() + timers.fifo.len() <= timers.entries.len() + TIMER_STALE_MIN + 1
+            );
+        }
+        assert_eq!(timers.entries.len(), keep.len());
+        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1000)));
     }
 }

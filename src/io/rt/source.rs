@@ -77,6 +77,22 @@ impl<T: AsFd> Io<T> {
             }
         }
     }
+
+    /// Runs a non-blocking write-side `op` until it does not say
+    /// `WouldBlock`, waiting for the next write edge in between (for
+    /// example, a non-blocking connect finishing).
+    pub async fn write_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        loop {
+            self.writable().await;
+            match op(&self.inner) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.reactor.clear(self.key, Dir::Write);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
 }
 
 impl Io<TcpStream> {

@@ -1,7 +1,7 @@
-//! Timers on the thread's reactor: a deadline in a `BTreeMap`, no system
-//! call to set one or to cancel it.
+//! Timers on the thread's reactor: a deadline in a heap, no system call to
+//! set one or to cancel it.
 
-use super::reactor::Reactor;
+use super::reactor::{Reactor, TimerId};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 pub struct Timer {
     at: Option<Instant>,
     /// The id it is registered under, once polled.
-    id: Option<u64>,
+    id: Option<TimerId>,
 }
 
 impl Timer {
@@ -42,9 +42,9 @@ impl Timer {
     }
 
     fn deregister(&mut self) {
-        if let (Some(at), Some(id)) = (self.at, self.id.take()) {
+        if let Some(id) = self.id.take() {
             if let Ok(r) = Reactor::get() {
-                r.remove_timer(at, id);
+                r.remove_timer(id);
             }
         }
     }
@@ -72,7 +72,7 @@ impl Future for Timer {
         };
         let registered = self
             .id
-            .is_some_and(|id| reactor.update_timer(at, id, cx.waker()));
+            .is_some_and(|id| reactor.update_timer(id, cx.waker()));
         if !registered {
             self.id = Some(reactor.insert_timer(at, cx.waker()));
         }
