@@ -143,19 +143,17 @@ pub struct Token {
 impl Token {
     /// Parses the text form; `None` when it is not of this server's format.
     pub fn parse(s: &[u8]) -> Option<Token> {
-        let mut parts = s.split(|&b| b == b'.');
-        let node = std::str::from_utf8(parts.next()?).ok()?;
-        let key = parse_decimal(parts.next()?, 10)?;
-        let gen = parse_decimal(parts.next()?, 20)?;
-        let secret = decode_secret(parts.next()?)?;
-        if parts.next().is_some() {
-            return None;
-        }
+        // Three dots by position; a fourth would be in the secret, which
+        // base64url decoding refuses.
+        let (node, s) = split_dot(s)?;
+        let (key, s) = split_dot(s)?;
+        let (gen, secret) = split_dot(s)?;
+        let node = parse_node_name(std::str::from_utf8(node).ok()?)?;
         Some(Token {
-            node: parse_node_name(node)?,
-            key: u32::try_from(key).ok()?,
-            gen,
-            secret,
+            node,
+            key: u32::try_from(parse_decimal(key, 10)?).ok()?,
+            gen: parse_decimal(gen, 20)?,
+            secret: decode_secret(secret)?,
         })
     }
 
@@ -175,6 +173,12 @@ impl fmt::Display for Token {
         base64url(&self.secret, &mut secret);
         write!(f, "{}.{}.{}.{}", self.node, self.key, self.gen, secret)
     }
+}
+
+/// The bytes before the first `.` and those after it.
+fn split_dot(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = s.iter().position(|&b| b == b'.')?;
+    Some((&s[..i], &s[i + 1..]))
 }
 
 /// Parses 1 to `digits_max` ASCII digits without a sign or leading zeros

@@ -5,13 +5,21 @@
 //! character below U+0020 (`\n`, `\r`, `\t`, `\b`, `\f` by name, the rest as
 //! `\u00XX`). Everything else, non-ASCII included, passes through as UTF-8.
 
+use super::swar;
+
 /// Appends `s` as a quoted JSON string.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut rest = s.as_bytes();
+    // Copy the runs between escapes whole; find them a word at a time.
+    while let Some(i) = swar::find(
+        rest,
+        |w| swar::below(w, 0x20) | swar::eq(w, b'"') | swar::eq(w, b'\\'),
+        |b| b < 0x20 || b == b'"' || b == b'\\',
+    ) {
+        out.extend_from_slice(&rest[..i]);
+        let b = rest[i];
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -20,10 +28,8 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0C => b"\\f",
-            0x00..=0x1F => b"",
-            _ => continue,
+            _ => b"",
         };
-        out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
@@ -32,9 +38,9 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         } else {
             out.extend_from_slice(escape);
         }
-        start = i + 1;
+        rest = &rest[i + 1..];
     }
-    out.extend_from_slice(&bytes[start..]);
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 

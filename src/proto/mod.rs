@@ -5,6 +5,7 @@ pub mod ids;
 pub mod json;
 pub mod query;
 pub mod response;
+pub mod swar;
 
 /// Splits `s` at the first `sep` (an ASCII byte), like `str::split_once`
 /// with a char, but as a plain byte loop: the request targets and queries
