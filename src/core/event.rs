@@ -90,9 +90,20 @@ impl Event {
     }
 }
 
+/// The JSON of an event beyond its data: `{"seq":…,"type":"peer_offline",…}`.
+const EVENT_JSON_BYTES: usize = 80;
+
 /// The body of a poll answer: `{"peer":"online"|"offline","events":[...]}`.
-pub fn poll_body<'a>(peer_online: bool, events: impl Iterator<Item = &'a Event>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+pub fn poll_body<'a>(
+    peer_online: bool,
+    events: impl Iterator<Item = &'a Event> + Clone,
+) -> Vec<u8> {
+    // Sized up front (escapes aside): growing it cost a reallocation per
+    // answer with a message in it.
+    let size = events
+        .clone()
+        .fold(32, |n, e| n + EVENT_JSON_BYTES + e.data_bytes() + 2);
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(if peer_online {
         b"{\"peer\":\"online\",\"events\":[".as_slice()
     } else {

@@ -106,22 +106,26 @@ pub fn decode_secret(s: &[u8]) -> Option<[u8; SECRET_BYTES]> {
     if s.len() != SECRET_CHARS {
         return None;
     }
-    // 22 characters are 132 bits: 128 into a u128, then the last 4,
-    // which must be zero. Invalid characters are OR-ed up and checked once.
-    let mut acc: u128 = 0;
+    // 22 characters are 132 bits: five groups of four characters make 15
+    // bytes (24 bits a group, in a u32); the last two make the 16th byte
+    // and four bits that must be zero. Invalid characters are OR-ed up and
+    // checked once.
+    let mut out = [0u8; SECRET_BYTES];
     let mut invalid = 0u8;
-    let (body, last) = s.split_at(SECRET_CHARS - 1);
-    for &c in body {
-        let v = B64_VALUES[usize::from(c)];
-        invalid |= v;
-        acc = (acc << 6) | u128::from(v & 63);
+    for (group, chars) in out.chunks_exact_mut(3).zip(s.chunks_exact(4)) {
+        let mut n = 0u32;
+        for &c in chars {
+            let v = B64_VALUES[usize::from(c)];
+            invalid |= v;
+            n = (n << 6) | u32::from(v & 63);
+        }
+        group.copy_from_slice(&n.to_be_bytes()[1..]);
     }
-    let v = B64_VALUES[usize::from(last[0])];
-    invalid |= v;
-    // 21 characters gave 126 bits; the 22nd adds its top 2 and its low 4
-    // must be zero.
-    acc = (acc << 2) | u128::from((v & 63) >> 4);
-    (invalid & 0xc0 == 0 && v & 0x0f == 0).then(|| acc.to_be_bytes())
+    let hi = B64_VALUES[usize::from(s[20])];
+    let lo = B64_VALUES[usize::from(s[21])];
+    invalid |= hi | lo;
+    out[15] = ((hi & 63) << 2) | ((lo & 63) >> 4);
+    (invalid & 0xc0 == 0 && lo & 0x0f == 0).then_some(out)
 }
 
 /// A session token: the handler's address and its secret.
@@ -207,6 +211,27 @@ mod tests {
             key: 7,
             gen: 42,
             secret: [0xAB; 16],
+        }
+    }
+
+    #[test]
+    fn secrets_decode_to_what_was_encoded_and_nothing_else() {
+        for seed in 0u32..2000 {
+            let secret: [u8; SECRET_BYTES] = std::array::from_fn(|i| {
+                (seed.wrapping_mul(2_654_435_761) >> (i % 24)) as u8 ^ i as u8
+            });
+            let mut text = String::new();
+            base64url(&secret, &mut text);
+            assert_eq!(decode_secret(text.as_bytes()), Some(secret), "{text}");
+            let mut bad = text.clone().into_bytes();
+            bad[(seed as usize) % SECRET_CHARS] = b'=';
+            assert_eq!(decode_secret(&bad), None);
+            // The last character carries 2 bits; setting any of its low
+            // four is a second spelling of the same secret.
+            let mut loose = text.into_bytes();
+            let last = B64_VALUES[usize::from(loose[SECRET_CHARS - 1])];
+            loose[SECRET_CHARS - 1] = B64URL[usize::from(last | 1 << (seed % 4))];
+            assert_eq!(decode_secret(&loose), None);
         }
     }
 
