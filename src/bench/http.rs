@@ -7,8 +7,8 @@
 //! response larger than [`BODY_BYTES_MAX`] is a parse error, so a server
 //! gone wrong cannot make the generator grow without bound.
 
-use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::{Async, Timer};
+use pairlink::io::rt::{Io, Timer};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -132,7 +132,7 @@ pub async fn with_deadline<T>(
 
 /// One open connection with its read buffer.
 pub struct Conn {
-    stream: Async<TcpStream>,
+    stream: Io<TcpStream>,
     /// Received bytes not yet consumed: `buf[..filled]`.
     buf: Vec<u8>,
     filled: usize,
@@ -142,16 +142,14 @@ pub struct Conn {
 
 impl Conn {
     /// Opens a connection with `TCP_NODELAY`, so that a request written in
-    /// one piece leaves at once.
+    /// one piece leaves at once. Failing or missing `deadline`, it is
+    /// [`ErrKind::Connect`].
     pub async fn connect(addr: SocketAddr, deadline: Instant) -> Result<Conn, ErrKind> {
         let stream = with_deadline(deadline, async {
-            Async::<TcpStream>::connect(addr)
-                .await
-                .map_err(|_| ErrKind::Connect)
+            connect(addr).await.map_err(|_| ErrKind::Connect)
         })
         .await
         .map_err(|_| ErrKind::Connect)?;
-        let _ = stream.get_ref().set_nodelay(true);
         Ok(Conn {
             stream,
             buf: Vec::new(),
@@ -189,23 +187,30 @@ impl Conn {
             }
         };
         response.status = status;
-        self.consume(head_len);
         // 1xx answers are not used by either server; reading past one
         // would need a loop that nothing exercises.
         if (100..200).contains(&status) {
             return Err(ErrKind::Parse);
         }
+        // Head and body are consumed together where the body's length is
+        // known, so a response read whole leaves an empty buffer and
+        // nothing to move.
         match body_kind {
-            BodyKind::None => {}
+            BodyKind::None => self.consume(head_len),
             BodyKind::Length(n) => {
-                while self.filled < n {
+                let end = head_len + n;
+                while self.filled < end {
                     self.fill().await?;
                 }
-                response.body = self.buf[..n].to_vec();
-                self.consume(n);
+                response.body = self.buf[head_len..end].to_vec();
+                self.consume(end);
             }
-            BodyKind::Chunked => response.body = self.read_chunked().await?,
+            BodyKind::Chunked => {
+                self.consume(head_len);
+                response.body = self.read_chunked().await?;
+            }
             BodyKind::UntilClose => {
+                self.consume(head_len);
                 loop {
                     if self.filled > BODY_BYTES_MAX {
                         return Err(ErrKind::Parse);
@@ -273,7 +278,9 @@ impl Conn {
         }
     }
 
-    /// Reads more bytes; a closed connection is [`ErrKind::Closed`].
+    /// Reads more bytes into the connection's buffer (kept for its life,
+    /// so a request costs no allocation here); a closed connection is
+    /// [`ErrKind::Closed`].
     async fn fill(&mut self) -> Result<(), ErrKind> {
         if self.buf.len() - self.filled < READ_ROOM_BYTES / 4 {
             let len = (2 * self.buf.len()).max(READ_ROOM_BYTES);
@@ -292,8 +299,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Drops the first `n` received bytes; what follows them, if anything,
+    /// moves to the front.
     fn consume(&mut self, n: usize) {
-        self.buf.copy_within(n..self.filled, 0);
+        if n < self.filled {
+            self.buf.copy_within(n..self.filled, 0);
+        }
         self.filled -= n;
     }
 
@@ -363,11 +374,63 @@ fn interpret_head(
     Ok((response, kind))
 }
 
-fn io_kind(e: std::io::Error) -> ErrKind {
+fn io_kind(e: io::Error) -> ErrKind {
     match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ErrKind::Closed,
+        io::ErrorKind::UnexpectedEof => ErrKind::Closed,
         _ => ErrKind::Io,
     }
+}
+
+/// A non-blocking connect on the generator's event loop
+/// (`pairlink::io::rt`): the socket is made non-blocking before
+/// `connect(2)`, registered with the loop, and the connect is complete at
+/// the first write edge after which the socket has no pending error and a
+/// peer. It never blocks the thread, so hundreds of connects (a run's
+/// set-up, reconnects after failures) overlap, and one whose SYN is lost
+/// to a full listen backlog waits for the kernel's retry without holding
+/// up the other connections.
+///
+/// The socket comes from `rustix::net` (the `net` feature of rustix, which
+/// async-io under smol turns on), since `std` cannot connect without
+/// blocking.
+async fn connect(addr: SocketAddr) -> io::Result<Io<TcpStream>> {
+    use rustix::net::{ipproto, AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        Some(ipproto::TCP),
+    )?;
+    match rustix::net::connect(&fd, &addr) {
+        // EINTR: the connect goes on in the background, as EINPROGRESS.
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS | rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stream = TcpStream::from(fd);
+    let _ = stream.set_nodelay(true);
+    let stream = Io::new(stream)?;
+    // On loopback the handshake is usually done by the time connect(2)
+    // returns, so the first check (the socket starts out marked writable)
+    // finds it connected.
+    stream
+        .write_with(|s| {
+            if let Some(e) = s.take_error()? {
+                return Err(e);
+            }
+            match s.peer_addr() {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+    Ok(stream)
 }
 
 /// A failed try of a request.

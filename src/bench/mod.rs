@@ -13,9 +13,11 @@
 //! - [`fdlimit`]: raises the open-file limit to what the run needs.
 //! - [`report`]: error counters, CPU meter, the JSON line and the summary.
 //!
-//! Everything runs on one thread in one `LocalExecutor`, like the server:
-//! pinned to its own core with `taskset`, the generator's cost is easy to
-//! see and does not steal from the server's core.
+//! Everything runs on one thread in one `LocalExecutor` on the server's
+//! own event loop (`pairlink::io::rt`: edge-triggered epoll, timers without
+//! system calls), not on smol's reactor: pinned to its own core with
+//! `taskset`, the generator's cost is easy to see, does not steal from the
+//! server's core, and is small enough not to be the limit of a run.
 
 pub mod args;
 pub mod fdlimit;
@@ -30,8 +32,10 @@ pub mod report;
 pub mod target;
 
 use args::{Args, Workload};
+use pairlink::io::rt;
 use report::Outcome;
 use smol::LocalExecutor;
+use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 use target::LEAVE_CONCURRENCY;
@@ -55,10 +59,11 @@ pub fn files_needed(args: &Args) -> u64 {
     sockets.max(LEAVE_CONCURRENCY as u64 * nodes) + fdlimit::FILES_BESIDES_SOCKETS
 }
 
-/// Runs the workload `args` asks for, to its end.
-pub fn run(args: Args) -> Outcome {
+/// Runs the workload `args` asks for, to its end. Fails only when the
+/// event loop itself cannot be created or waited on.
+pub fn run(args: Args) -> io::Result<Outcome> {
     let ex = Rc::new(LocalExecutor::new());
-    smol::block_on(ex.run(async {
+    rt::block_on(ex.run(async {
         match args.workload {
             Workload::Relay => relay::run(ex.clone(), args).await,
             Workload::Pairing => pairing::run(args).await,

@@ -17,7 +17,8 @@ use super::report::{self, Errors, Meter, Outcome};
 use super::target::{cancel_all, leave_all, Event, Proto, Session};
 use super::SETUP_TIME_MAX;
 use async_channel::{Receiver, Sender};
-use smol::{LocalExecutor, Timer};
+use pairlink::io::rt::Timer;
+use smol::LocalExecutor;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -70,16 +71,16 @@ impl Run {
     }
 }
 
-/// `N.T` padded with `x` to `bytes`.
-fn payload(n: u64, sent_ns: u64, bytes: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.max(41));
-    push_u64(&mut out, n);
+/// `N.T` padded with `x` to `bytes`, written over `out` (a side's buffer,
+/// reused for each of its messages).
+fn payload(out: &mut Vec<u8>, n: u64, sent_ns: u64, bytes: usize) {
+    out.clear();
+    push_u64(out, n);
     out.push(b'.');
-    push_u64(&mut out, sent_ns);
+    push_u64(out, sent_ns);
     if out.len() < bytes {
         out.resize(bytes, b'x');
     }
-    out
 }
 
 /// The `(N, T)` of a payload.
@@ -318,15 +319,22 @@ async fn poll_loop(
 /// the same `Idempotency-Key` when keys are on; without them a retried
 /// message may arrive twice, and the receiver counts it as `duplicate`).
 async fn send_loop(run: &Run, client: &mut Client, s: &Session, queue: &Receiver<u64>) {
+    let mut data = Vec::with_capacity(run.message_bytes.max(41));
+    let mut key_buf = Vec::new();
     while let Ok(n) = queue.recv().await {
         if run.stopped.get() {
             break;
         }
         let sent_ns = run.epoch.elapsed().as_nanos() as u64;
-        let data = payload(n, sent_ns, run.message_bytes);
-        let key = run.idempotency_keys.then(|| format!("m{n}"));
+        payload(&mut data, n, sent_ns, run.message_bytes);
+        let key = run.idempotency_keys.then(|| {
+            key_buf.clear();
+            key_buf.push(b'm');
+            push_u64(&mut key_buf, n);
+            std::str::from_utf8(&key_buf).expect("ASCII digits")
+        });
         for _ in 0..SEND_TRIES_MAX {
-            match run.proto.send(client, s, &data, key.as_deref()).await {
+            match run.proto.send(client, s, &data, key).await {
                 Ok(()) => break,
                 Err(e) => {
                     run.error(e);
@@ -346,11 +354,17 @@ mod tests {
 
     #[test]
     fn payload_round_trip() {
-        let p = payload(7, 123_456_789, 32);
+        let mut p = Vec::new();
+        payload(&mut p, 7, 123_456_789, 32);
         assert_eq!(p.len(), 32);
-        let text = String::from_utf8(p).unwrap();
+        let text = String::from_utf8(p.clone()).unwrap();
         assert_eq!(parse_payload(&text), Some((7, 123_456_789)));
-        assert_eq!(payload(1, 2, 24).len(), 24);
+        payload(&mut p, 1, 2, 24);
+        assert_eq!(p.len(), 24);
+        assert_eq!(
+            parse_payload(std::str::from_utf8(&p).unwrap()),
+            Some((1, 2))
+        );
         assert_eq!(parse_payload("x"), None);
     }
 }

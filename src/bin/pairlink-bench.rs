@@ -31,7 +31,15 @@ fn main() -> ExitCode {
         eprintln!("pairlink-bench: {e}");
         return ExitCode::from(2);
     }
-    let outcome = bench::run(args);
+    let outcome = match bench::run(args) {
+        Ok(outcome) => outcome,
+        // In practice the loop fails only at its start (epoll_create or
+        // eventfd refused): a run that cannot start, as for the file limit.
+        Err(e) => {
+            eprintln!("pairlink-bench: the event loop failed: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", outcome.line);
     let _ = out.flush();
