@@ -7,7 +7,7 @@
 //! one replaces it (the peer probably restarted and its old socket is
 //! dead). See docs/PROTOCOL.md.
 
-use super::rt::{Io, Timer};
+use super::rt::{Io, LocalExecutor, Timer};
 use super::Shared;
 use crate::api::PeerState;
 use crate::cluster::backoff::Backoff;
@@ -17,7 +17,7 @@ use crate::cluster::handshake::Role;
 use crate::config::PeerSpec;
 use crate::proto::ids::NodeName;
 use smol::future;
-use smol::{Async, LocalExecutor};
+use smol::Async;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -143,11 +143,7 @@ impl ClusterState {
 }
 
 /// Accepts node-to-node connections until cancelled.
-pub async fn accept_loop(
-    shared: Rc<Shared>,
-    listener: Io<TcpListener>,
-    ex: Rc<LocalExecutor<'static>>,
-) {
+pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<LocalExecutor>) {
     loop {
         let accepted = listener
             .read_with(|l| l.accept())

@@ -1,10 +1,9 @@
 //! Accepting connections, and refusing them over `--max-connections`.
 
 use super::conn;
-use super::rt::{Io, Timer};
+use super::rt::{Io, LocalExecutor, Timer};
 use super::Shared;
 use crate::proto::response::{self, Response};
-use smol::LocalExecutor;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
@@ -15,11 +14,7 @@ use std::time::Duration;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Accepts until cancelled; each connection gets its own task on `ex`.
-pub async fn accept_loop(
-    shared: Rc<Shared>,
-    listener: Io<TcpListener>,
-    ex: Rc<LocalExecutor<'static>>,
-) {
+pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<LocalExecutor>) {
     loop {
         // Accepting on the std listener keeps a refused socket out of the
         // reactor: it is answered and closed without ever being registered.

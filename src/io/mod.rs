@@ -1,7 +1,7 @@
 //! The thin smol layer: it owns the sockets, the clock and the randomness,
 //! and drives the sans-IO core with them.
 //!
-//! Everything runs on one thread in one `LocalExecutor`: the node's state is
+//! Everything runs on one thread in one `rt::LocalExecutor`: the node's state is
 //! an `Rc<RefCell<..>>` borrowed for the length of one synchronous core call
 //! and never across an `.await`, so there are no locks and no atomics on the
 //! hot path.
@@ -23,9 +23,8 @@ use crate::limits::{DRAIN_MS_MAX, LOOKUP_TIMEOUT_MS};
 use crate::proto::ids;
 use crate::systemd::Notifier;
 use cluster::ClusterState;
-use rt::{Io, Timer};
+use rt::{Io, LocalExecutor, Timer};
 use smol::stream::StreamExt;
-use smol::LocalExecutor;
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::time::{Duration, Instant};

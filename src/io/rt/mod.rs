@@ -24,10 +24,12 @@
 //! blocking pool; async-io still runs signals and outgoing connects, which
 //! are rare, on its own thread.
 
+mod executor;
 mod reactor;
 mod source;
 mod timer;
 
+pub use executor::{LocalExecutor, Task};
 pub use source::Io;
 pub use timer::Timer;
 

@@ -1,0 +1,602 @@
+//! The loop's executor: the tasks of one thread in a slab, a run queue, and
+//! a LIFO slot.
+//!
+//! # Why not smol's `LocalExecutor`
+//!
+//! smol's executor is its multi-threaded one behind a thread check: every
+//! wake goes through a lock-free queue and its atomics, and every turn looks
+//! for work to steal. On the relay that was about 1,200 instructions per
+//! relayed message (BENCHMARKS.md). Here a wake on the loop's own thread is
+//! a flag and a push onto a `VecDeque`; only wakes from other threads (a
+//! signal, a DNS lookup) take a mutex.
+//!
+//! # The LIFO slot
+//!
+//! A task woken by the task being polled runs next, before the queue (as in
+//! Tokio's scheduler). That is the path of an answer: the handler of a send
+//! or a join answers the peer's waiting poll, and the peer's connection
+//! writes it at once instead of after every other request of the batch.
+//! At most [`LIFO_IN_A_ROW_MAX`] tasks run from the slot in a row, so two
+//! tasks waking each other cannot starve the queue.
+
+use slab::Slab;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Tasks polled per poll of [`LocalExecutor::run`] before the event loop
+/// gets a turn (sockets and timers).
+const TICK_BUDGET: usize = 256;
+/// Tasks run from the LIFO slot in a row before the queue's head.
+const LIFO_IN_A_ROW_MAX: usize = 3;
+
+static NEXT_EXECUTOR_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The executors living on this thread, for wakes made on it.
+    static EXECUTORS: RefCell<Vec<(u64, Weak<Inner>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `!Send` futures on the current thread, under [`super::block_on`].
+pub struct LocalExecutor {
+    inner: Rc<Inner>,
+}
+
+/// A spawned task: awaiting it gives its output; dropping it cancels the
+/// task, unless it was detached.
+#[must_use = "dropping a task cancels it; use detach() to let it run"]
+pub struct Task<T> {
+    join: Rc<RefCell<Join<T>>>,
+    exec: Weak<Inner>,
+    task: TaskRef,
+    detached: bool,
+}
+
+struct Join<T> {
+    output: Option<T>,
+    done: bool,
+    waker: Option<Waker>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TaskRef {
+    key: usize,
+    gen: u64,
+}
+
+struct Slot {
+    gen: u64,
+    /// `None` while the task is being polled.
+    future: Option<BoxFuture>,
+    wake: Arc<TaskWake>,
+}
+
+struct Inner {
+    id: u64,
+    tasks: RefCell<Slab<Slot>>,
+    next_gen: Cell<u64>,
+    queue: RefCell<VecDeque<TaskRef>>,
+    lifo: Cell<Option<TaskRef>>,
+    /// A task is being polled: what it wakes goes to the LIFO slot.
+    polling: Cell<bool>,
+    /// `run` returned `Pending` with nothing to do; a wake must wake it.
+    idle: Cell<bool>,
+    loop_waker: RefCell<Option<Waker>>,
+    remote: Arc<Remote>,
+}
+
+/// What a wake from another thread reaches.
+struct Remote {
+    queue: Mutex<Vec<TaskRef>>,
+    pending: AtomicBool,
+    loop_waker: Mutex<Option<Waker>>,
+}
+
+/// A task's waker.
+struct TaskWake {
+    task: TaskRef,
+    exec: u64,
+    /// In the queue or the LIFO slot, or about to be.
+    scheduled: AtomicBool,
+    remote: Arc<Remote>,
+}
+
+impl Wake for TaskWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let exec = EXECUTORS.with(|list| {
+            list.borrow()
+                .iter()
+                .find(|(id, _)| *id == self.exec)
+                .and_then(|(_, weak)| weak.upgrade())
+        });
+        match exec {
+            Some(inner) => inner.schedule(self.task),
+            None => self.remote.push(self.task),
+        }
+    }
+}
+
+impl Remote {
+    fn push(&self, task: TaskRef) {
+        lock(&self.queue).push(task);
+        self.pending.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.loop_waker).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    /// Queues a task woken on this thread.
+    fn schedule(&self, task: TaskRef) {
+        if self.polling.get() {
+            if let Some(older) = self.lifo.replace(Some(task)) {
+                self.queue.borrow_mut().push_back(older);
+            }
+        } else {
+            self.queue.borrow_mut().push_back(task);
+        }
+        if self.idle.replace(false) {
+            if let Some(w) = self.loop_waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    fn take_remote(&self) {
+        if self.remote.pending.swap(false, Ordering::AcqRel) {
+            let woken = std::mem::take(&mut *lock(&self.remote.queue));
+            self.queue.borrow_mut().extend(woken);
+        }
+    }
+
+    /// Runs up to `budget` tasks; true when more are ready.
+    fn tick(&self, budget: usize) -> bool {
+        self.take_remote();
+        let mut lifo_in_a_row = 0;
+        for _ in 0..budget {
+            let from_lifo = if lifo_in_a_row < LIFO_IN_A_ROW_MAX {
+                self.lifo.take()
+            } else {
+                None
+            };
+            let task = match from_lifo {
+                Some(t) => {
+                    lifo_in_a_row += 1;
+                    t
+                }
+                None => {
+                    lifo_in_a_row = 0;
+                    let mut queue = self.queue.borrow_mut();
+                    if let Some(t) = self.lifo.take() {
+                        queue.push_back(t);
+                    }
+                    match queue.pop_front() {
+                        Some(t) => t,
+                        None => break,
+                    }
+                }
+            };
+            self.run_task(task);
+        }
+        self.lifo.get().is_some()
+            || !self.queue.borrow().is_empty()
+            || self.remote.pending.load(Ordering::Acquire)
+    }
+
+    fn run_task(&self, task: TaskRef) {
+        let (mut future, wake) = {
+            let mut tasks = self.tasks.borrow_mut();
+            let Some(slot) = tasks.get_mut(task.key).filter(|s| s.gen == task.gen) else {
+                return; // cancelled or finished since it was woken
+            };
+            let Some(future) = slot.future.take() else {
+                return;
+            };
+            (future, slot.wake.clone())
+        };
+        wake.scheduled.store(false, Ordering::Release);
+        let waker = Waker::from(wake);
+        self.polling.set(true);
+        let done = future
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready();
+        self.polling.set(false);
+        let mut tasks = self.tasks.borrow_mut();
+        let finished = match tasks.get_mut(task.key).filter(|s| s.gen == task.gen) {
+            Some(slot) if !done => {
+                slot.future = Some(future);
+                return;
+            }
+            Some(_) => Some(tasks.remove(task.key)),
+            None => None, // cancelled while it ran
+        };
+        // Dropped with no borrow held: a future's drop may cancel tasks.
+        drop(tasks);
+        drop(finished);
+        drop(future);
+    }
+
+    fn cancel(&self, task: TaskRef) {
+        let removed = {
+            let mut tasks = self.tasks.borrow_mut();
+            match tasks.get(task.key) {
+                Some(slot) if slot.gen == task.gen => Some(tasks.remove(task.key)),
+                _ => None,
+            }
+        };
+        drop(removed);
+    }
+}
+
+impl LocalExecutor {
+    /// An executor for this thread.
+    pub fn new() -> LocalExecutor {
+        let inner = Rc::new(Inner {
+            id: NEXT_EXECUTOR_ID.fetch_add(1, Ordering::Relaxed),
+            tasks: RefCell::new(Slab::new()),
+            next_gen: Cell::new(0),
+            queue: RefCell::new(VecDeque::new()),
+            lifo: Cell::new(None),
+            polling: Cell::new(false),
+            idle: Cell::new(false),
+            loop_waker: RefCell::new(None),
+            remote: Arc::new(Remote {
+                queue: Mutex::new(Vec::new()),
+                pending: AtomicBool::new(false),
+                loop_waker: Mutex::new(None),
+            }),
+        });
+        EXECUTORS.with(|list| {
+            let mut list = list.borrow_mut();
+            list.retain(|(_, w)| w.strong_count() > 0);
+            list.push((inner.id, Rc::downgrade(&inner)));
+        });
+        LocalExecutor { inner }
+    }
+
+    /// Starts `future` as a task; it first runs on the next tick.
+    pub fn spawn<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Task<T> {
+        let join = Rc::new(RefCell::new(Join {
+            output: None,
+            done: false,
+            waker: None,
+        }));
+        let result = join.clone();
+        let wrapped = async move {
+            let output = future.await;
+            let waker = {
+                let mut j = result.borrow_mut();
+                j.output = Some(output);
+                j.done = true;
+                j.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        };
+        let inner = &self.inner;
+        let gen = inner.next_gen.get();
+        inner.next_gen.set(gen.wrapping_add(1));
+        let task = {
+            let mut tasks = inner.tasks.borrow_mut();
+            let entry = tasks.vacant_entry();
+            let task = TaskRef {
+                key: entry.key(),
+                gen,
+            };
+            entry.insert(Slot {
+                gen,
+                future: Some(Box::pin(wrapped)),
+                wake: Arc::new(TaskWake {
+                    task,
+                    exec: inner.id,
+                    scheduled: AtomicBool::new(true),
+                    remote: inner.remote.clone(),
+                }),
+            });
+            task
+        };
+        // To the back of the queue: a new connection waits its turn.
+        inner.queue.borrow_mut().push_back(task);
+        if inner.idle.replace(false) {
+            if let Some(w) = inner.loop_waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+        Task {
+            join,
+            exec: Rc::downgrade(inner),
+            task,
+            detached: false,
+        }
+    }
+
+    /// Runs the spawned tasks while driving `main`, until `main` completes.
+    pub async fn run<T>(&self, main: impl Future<Output = T>) -> T {
+        let mut main = pin!(main);
+        let main_wake = Arc::new(MainWake {
+            woken: AtomicBool::new(true),
+            loop_waker: Mutex::new(None),
+        });
+        let main_waker = Waker::from(main_wake.clone());
+        let inner = &self.inner;
+        poll_fn(|cx| {
+            *lock(&main_wake.loop_waker) = Some(cx.waker().clone());
+            if main_wake.woken.swap(false, Ordering::AcqRel) {
+                if let Poll::Ready(out) = main.as_mut().poll(&mut Context::from_waker(&main_waker))
+                {
+                    return Poll::Ready(out);
+                }
+            }
+            if inner.tick(TICK_BUDGET) || main_wake.woken.load(Ordering::Acquire) {
+                // More to do: let the loop look at sockets (without
+                // sleeping) and come back.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            *inner.loop_waker.borrow_mut() = Some(cx.waker().clone());
+            *lock(&inner.remote.loop_waker) = Some(cx.waker().clone());
+            inner.idle.set(true);
+            // A wake from another thread between the tick and here found
+            // no waker: look once more.
+            if inner.remote.pending.load(Ordering::Acquire) {
+                inner.idle.set(false);
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Default for LocalExecutor {
+    fn default() -> Self {
+        LocalExecutor::new()
+    }
+}
+
+impl Drop for LocalExecutor {
+    fn drop(&mut self) {
+        // Drop every task's future with no borrow held (their drops may
+        // cancel other tasks, which then find nothing to cancel).
+        let tasks = std::mem::take(&mut *self.inner.tasks.borrow_mut());
+        drop(tasks);
+    }
+}
+
+impl std::fmt::Debug for LocalExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalExecutor")
+            .field("tasks", &self.inner.tasks.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The waker of `run`'s main future.
+struct MainWake {
+    woken: AtomicBool,
+    loop_waker: Mutex<Option<Waker>>,
+}
+
+impl Wake for MainWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            if let Some(w) = lock(&self.loop_waker).as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
+impl<T> Task<T> {
+    /// Lets the task run to completion with no one awaiting it.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut join = self.join.borrow_mut();
+        if let Some(output) = join.output.take() {
+            return Poll::Ready(output);
+        }
+        join.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        if self.detached || self.join.borrow().done {
+            return;
+        }
+        if let Some(inner) = self.exec.upgrade() {
+            inner.cancel(self.task);
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task").field("task", &self.task).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{block_on, Timer};
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn tasks_give_their_output_and_detached_ones_run_to_the_end() {
+        let ex = LocalExecutor::new();
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        let out = block_on(ex.run(async {
+            ex.spawn(async move {
+                Timer::after(Duration::from_millis(5)).await;
+                r.set(true);
+            })
+            .detach();
+            let t = ex.spawn(async { 6 * 7 });
+            let v = t.await;
+            Timer::after(Duration::from_millis(20)).await;
+            v
+        }))
+        .unwrap();
+        assert_eq!(out, 42);
+        assert!(ran.get());
+    }
+
+    #[test]
+    fn a_dropped_task_is_cancelled_and_its_future_dropped() {
+        struct Flag(Rc<Cell<bool>>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let ex = LocalExecutor::new();
+        let dropped = Rc::new(Cell::new(false));
+        let reached = Rc::new(Cell::new(false));
+        let (d, r) = (dropped.clone(), reached.clone());
+        block_on(ex.run(async {
+            let t = ex.spawn(async move {
+                let _flag = Flag(d);
+                Timer::after(Duration::from_millis(30)).await;
+                r.set(true);
+            });
+            Timer::after(Duration::from_millis(5)).await;
+            drop(t);
+            assert!(dropped.get(), "cancelling drops the future at once");
+            Timer::after(Duration::from_millis(50)).await;
+        }))
+        .unwrap();
+        assert!(!reached.get());
+    }
+
+    #[test]
+    fn a_task_woken_by_the_running_task_runs_next() {
+        // Task `a` answers `b` (waiting on a channel) while `c`, `d` and `e`
+        // are queued: `b` runs right after `a`, before them.
+        let ex = LocalExecutor::new();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        block_on(ex.run(async {
+            let o = order.clone();
+            let b = ex.spawn(async move {
+                rx.recv().await.unwrap();
+                o.borrow_mut().push("b");
+            });
+            // Let `b` start waiting.
+            Timer::after(Duration::from_millis(5)).await;
+            let o = order.clone();
+            let a = ex.spawn(async move {
+                tx.try_send(()).unwrap();
+                o.borrow_mut().push("a");
+            });
+            let rest: Vec<_> = ["c", "d", "e"]
+                .into_iter()
+                .map(|name| {
+                    let o = order.clone();
+                    ex.spawn(async move { o.borrow_mut().push(name) })
+                })
+                .collect();
+            a.await;
+            b.await;
+            for t in rest {
+                t.await;
+            }
+        }))
+        .unwrap();
+        assert_eq!(*order.borrow(), ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn tasks_waking_each_other_do_not_starve_the_queue() {
+        // Two tasks ping-pong forever through the LIFO slot; a third,
+        // queued, still runs.
+        let ex = LocalExecutor::new();
+        let (a_tx, a_rx) = async_channel::bounded::<()>(1);
+        let (b_tx, b_rx) = async_channel::bounded::<()>(1);
+        block_on(ex.run(async {
+            let b_tx2 = b_tx.clone();
+            let _a = ex.spawn(async move {
+                while a_rx.recv().await.is_ok() {
+                    let _ = b_tx2.try_send(());
+                }
+            });
+            let _b = ex.spawn(async move {
+                while b_rx.recv().await.is_ok() {
+                    let _ = a_tx.try_send(());
+                }
+            });
+            Timer::after(Duration::from_millis(2)).await;
+            b_tx.try_send(()).unwrap();
+            let third = ex.spawn(async { 1 });
+            assert_eq!(third.await, 1);
+        }))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_wake_from_another_thread_runs_the_task() {
+        let ex = LocalExecutor::new();
+        let (tx, rx) = async_channel::bounded::<u32>(1);
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.send_blocking(9).unwrap();
+        });
+        let got = block_on(ex.run(async {
+            let t = ex.spawn(async move { rx.recv().await.unwrap() });
+            t.await
+        }))
+        .unwrap();
+        sender.join().unwrap();
+        assert_eq!(got, 9);
+    }
+
+    #[test]
+    fn a_task_may_drop_other_tasks_and_itself_finish() {
+        let ex = Rc::new(LocalExecutor::new());
+        let e = ex.clone();
+        block_on(ex.run(async {
+            let victim = e.spawn(Timer::after(Duration::from_secs(60)));
+            let killer = e.spawn(async move {
+                drop(victim);
+                5
+            });
+            assert_eq!(killer.await, 5);
+        }))
+        .unwrap();
+        assert_eq!(ex.inner.tasks.borrow().len(), 0);
+    }
+}
