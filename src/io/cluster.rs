@@ -7,7 +7,7 @@
 //! one replaces it (the peer probably restarted and its old socket is
 //! dead). See docs/PROTOCOL.md.
 
-use super::rt::{Io, LocalExecutor, Timer};
+use super::rt::{self, Io, LocalExecutor, Timer};
 use super::Shared;
 use crate::api::PeerState;
 use crate::cluster::backoff::Backoff;
@@ -46,7 +46,11 @@ pub struct ConnHandle {
 
 impl ConnHandle {
     fn wake(&self) {
-        let _ = self.wake.try_send(());
+        // To the back of the run queue, not the LIFO slot: the frames that
+        // the rest of this batch of requests queue go out in the same write.
+        rt::defer_wakes(|| {
+            let _ = self.wake.try_send(());
+        });
     }
 
     pub(super) fn close(&self, why: &'static str) {

@@ -42,6 +42,18 @@ static NEXT_EXECUTOR_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// The executors living on this thread, for wakes made on it.
     static EXECUTORS: RefCell<Vec<(u64, Weak<Inner>)>> = const { RefCell::new(Vec::new()) };
+    /// Inside [`defer_wakes`].
+    static DEFER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`; tasks it wakes go to the back of the run queue, not to the
+/// LIFO slot. For a task that gathers what many others produce into one
+/// write (a cluster connection's frames): run last, it writes them all.
+pub fn defer_wakes<R>(f: impl FnOnce() -> R) -> R {
+    let outer = DEFER.with(|d| d.replace(true));
+    let out = f();
+    DEFER.with(|d| d.set(outer));
+    out
 }
 
 /// Runs `!Send` futures on the current thread, under [`super::block_on`].
@@ -147,7 +159,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Inner {
     /// Queues a task woken on this thread.
     fn schedule(&self, task: TaskRef) {
-        if self.polling.get() {
+        if self.polling.get() && !DEFER.with(Cell::get) {
             if let Some(older) = self.lifo.replace(Some(task)) {
                 self.queue.borrow_mut().push_back(older);
             }
@@ -538,6 +550,33 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(*order.borrow(), ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn a_deferred_wake_goes_to_the_back_of_the_queue() {
+        let ex = LocalExecutor::new();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        block_on(ex.run(async {
+            let o = order.clone();
+            let writer = ex.spawn(async move {
+                rx.recv().await.unwrap();
+                o.borrow_mut().push("writer");
+            });
+            Timer::after(Duration::from_millis(5)).await;
+            let o = order.clone();
+            let a = ex.spawn(async move {
+                defer_wakes(|| tx.try_send(()).unwrap());
+                o.borrow_mut().push("a");
+            });
+            let o = order.clone();
+            let c = ex.spawn(async move { o.borrow_mut().push("c") });
+            a.await;
+            c.await;
+            writer.await;
+        }))
+        .unwrap();
+        assert_eq!(*order.borrow(), ["a", "c", "writer"]);
     }
 
     #[test]

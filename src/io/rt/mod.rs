@@ -29,7 +29,7 @@ mod reactor;
 mod source;
 mod timer;
 
-pub use executor::{LocalExecutor, Task};
+pub use executor::{defer_wakes, LocalExecutor, Task};
 pub use source::Io;
 pub use timer::Timer;
 
