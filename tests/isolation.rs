@@ -284,3 +284,38 @@ fn many_idle_connections_do_not_block_the_others() {
     drop(idle);
     server.assert_serving();
 }
+
+#[test]
+fn answers_that_wait_for_a_slow_reader_arrive_whole_and_in_order() {
+    // Enough pipelined /metrics answers to fill the socket buffers, so
+    // that most of them are written in parts once the client reads; each
+    // must then arrive whole, in order, and the connection keep working.
+    let server = Server::start(&[]);
+    let mut c = server.conn();
+    let writer = c.try_clone_stream();
+    const REQUESTS: usize = 3000;
+    let flood = std::thread::spawn(move || {
+        let mut w = writer;
+        w.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let one = build_request("GET", "/metrics", &[], None);
+        for _ in 0..REQUESTS {
+            if w.write_all(&one).is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    // Let the answers back up before reading any.
+    std::thread::sleep(Duration::from_millis(500));
+    c.set_read_timeout(Duration::from_secs(10));
+    for i in 0..REQUESTS {
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "answer {i}");
+        assert!(r.text().contains("pairlink_"), "answer {i} is metrics");
+    }
+    assert!(flood.join().unwrap(), "every request was written");
+    let (a, b) = pair_up(&mut c, "slowreader");
+    send(&mut c, &b, "after");
+    assert_eq!(poll(&mut c, &a, 1, 0).events, vec![msg(2, "after")]);
+    server.assert_serving();
+}

@@ -157,8 +157,10 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
             Ok((stream, from)) => {
                 let _ = stream.get_ref().set_nodelay(true);
                 log::debug!("cluster connection from {from}");
-                ex.spawn(run_conn(shared.clone(), stream, Role::Acceptor, None))
-                    .detach();
+                let shared = shared.clone();
+                ex.spawn_detached(async move {
+                    run_conn(shared, stream, Role::Acceptor, None).await;
+                });
             }
             Err(e) => {
                 log::warn!("cluster accept failed: {e}; pausing");

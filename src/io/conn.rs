@@ -33,7 +33,6 @@ pub async fn serve(shared: Rc<Shared>, stream: Io<TcpStream>) {
         shared: shared.clone(),
         stream,
         buf: Vec::new(),
-        out: Vec::new(),
     };
     if let Err(e) = conn.run().await {
         log::debug!("connection ended: {e}");
@@ -55,8 +54,6 @@ struct Conn {
     stream: Io<TcpStream>,
     /// Received, not yet framed bytes.
     buf: Vec<u8>,
-    /// The response being written.
-    out: Vec<u8>,
 }
 
 impl Conn {
@@ -216,19 +213,33 @@ impl Conn {
     }
 
     async fn respond(&mut self, response: &Response, head_only: bool) -> io::Result<()> {
-        self.out.clear();
         let cors = self
             .shared
             .cors_origin
             .as_deref()
             .map(|origin| Cors { origin });
-        response::write(&mut self.out, response, cors.as_ref(), head_only);
         self.shared.metrics(|m| m.count_response(response.status));
-        let written = write_all(&self.stream, &self.out).await;
-        if self.out.capacity() > IDLE_BUFFER_BYTES_MAX {
-            self.out = Vec::new();
+        // Written into the thread's scratch buffer and sent from there: a
+        // response that the send buffer takes at once (nearly all) needs no
+        // buffer of the connection's, so a waiting poll holds none.
+        let rest = OUT.with_borrow_mut(|out| {
+            out.clear();
+            response::write(out, response, cors.as_ref(), head_only);
+            let unsent = match self.stream.try_write(out) {
+                Ok(n) => out.get(n..).unwrap_or_default(),
+                Err(e) if is_retry(&e) => &out[..],
+                Err(e) => return Err(e),
+            };
+            let rest = (!unsent.is_empty()).then(|| unsent.to_vec());
+            if out.capacity() > OUT_SCRATCH_BYTES_MAX {
+                *out = Vec::new();
+            }
+            Ok(rest)
+        })?;
+        match rest {
+            Some(rest) => write_all(&self.stream, &rest).await,
+            None => Ok(()),
         }
-        written
     }
 
     async fn write_out_of_band(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -264,7 +275,11 @@ impl Conn {
 /// Writes all of `bytes` within [`WRITE_TIMEOUT`]. The usual response fits
 /// the send buffer at once and never sets up the timer.
 async fn write_all(stream: &Io<TcpStream>, bytes: &[u8]) -> io::Result<()> {
-    let n = stream.try_write(bytes)?;
+    let n = match stream.try_write(bytes) {
+        Ok(n) => n,
+        Err(e) if is_retry(&e) => 0,
+        Err(e) => return Err(e),
+    };
     if n == bytes.len() {
         return Ok(());
     }
@@ -274,6 +289,14 @@ async fn write_all(stream: &Io<TcpStream>, bytes: &[u8]) -> io::Result<()> {
         Err(io::ErrorKind::TimedOut.into())
     })
     .await
+}
+
+/// A write to try again once the socket is writable.
+fn is_retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// Waits until the socket is readable, then reads what is there into the
@@ -307,7 +330,14 @@ thread_local! {
     /// the bytes; borrowed only for one non-blocking read.
     static SCRATCH: std::cell::RefCell<[u8; READ_CHUNK_BYTES]> =
         const { std::cell::RefCell::new([0; READ_CHUNK_BYTES]) };
+    /// Where every connection of this thread writes a response before
+    /// sending it; borrowed only for one non-blocking write.
+    static OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// The response scratch buffer is given back after a response larger than
+/// this (a big `/metrics`), so one large answer does not stay resident.
+const OUT_SCRATCH_BYTES_MAX: usize = 64 * 1024;
 
 /// Raw bytes one request may take: its head, its body twice over for
 /// chunk framing, and some slack.

@@ -49,7 +49,7 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
             m.connections_open += 1;
             m.connections_accepted += 1;
         });
-        ex.spawn(conn::serve(shared.clone(), stream)).detach();
+        ex.spawn_detached(conn::serve(shared.clone(), stream));
     }
 }
 

@@ -294,8 +294,11 @@ impl LocalExecutor {
             waker: None,
         }));
         let result = join.clone();
-        let wrapped = async move {
-            let output = future.await;
+        // Boxed apart: an async block that captured the future and then
+        // awaited it would hold it twice (the capture and the await).
+        let mut future = Box::pin(future);
+        let task = self.insert(Box::pin(async move {
+            let output = future.as_mut().await;
             let waker = {
                 let mut j = result.borrow_mut();
                 j.output = Some(output);
@@ -305,7 +308,22 @@ impl LocalExecutor {
             if let Some(w) = waker {
                 w.wake();
             }
-        };
+        }));
+        Task {
+            join,
+            exec: Rc::downgrade(&self.inner),
+            task,
+            detached: false,
+        }
+    }
+
+    /// Starts `future` as a task no one awaits or cancels: one allocation,
+    /// the future itself. For the many small tasks, one per connection.
+    pub fn spawn_detached(&self, future: impl Future<Output = ()> + 'static) {
+        self.insert(Box::pin(future));
+    }
+
+    fn insert(&self, future: BoxFuture) -> TaskRef {
         let inner = &self.inner;
         let gen = inner.next_gen.get();
         inner.next_gen.set(gen.wrapping_add(1));
@@ -318,7 +336,7 @@ impl LocalExecutor {
             };
             entry.insert(Slot {
                 gen,
-                future: Some(Box::pin(wrapped)),
+                future: Some(future),
                 wake: Arc::new(TaskWake {
                     task,
                     exec: inner.id,
@@ -335,12 +353,7 @@ impl LocalExecutor {
                 w.wake_by_ref();
             }
         }
-        Task {
-            join,
-            exec: Rc::downgrade(inner),
-            task,
-            detached: false,
-        }
+        task
     }
 
     /// Runs the spawned tasks while driving `main`, until `main` completes.
@@ -473,11 +486,10 @@ mod tests {
         let ran = Rc::new(Cell::new(false));
         let r = ran.clone();
         let out = block_on(ex.run(async {
-            ex.spawn(async move {
+            ex.spawn_detached(async move {
                 Timer::after(Duration::from_millis(5)).await;
                 r.set(true);
-            })
-            .detach();
+            });
             let t = ex.spawn(async { 6 * 7 });
             let v = t.await;
             Timer::after(Duration::from_millis(20)).await;
