@@ -133,16 +133,18 @@ fn parse_ids(pair: &str, side: &str) -> Result<(PairId, Side), Response> {
 
 /// The bearer token of a request, or 401.
 fn bearer(request: &Request) -> Result<Token, Response> {
-    let unauthorized = || {
+    bearer_token(request).ok_or_else(|| {
         Response::error(
             401,
             "unauthorized",
             "send Authorization: Bearer <session token>",
         )
-    };
-    let value = request.authorization.as_deref().ok_or_else(unauthorized)?;
-    let token = bearer_value(value).ok_or_else(unauthorized)?;
-    Token::parse(token).ok_or_else(unauthorized)
+    })
+}
+
+/// The bearer token of a request, if it has one of this server's form.
+fn bearer_token(request: &Request) -> Option<Token> {
+    Token::parse(bearer_value(request.authorization.as_deref()?)?)
 }
 
 /// The token bytes of `Bearer <token>` (scheme case-insensitive).
@@ -293,7 +295,7 @@ impl<W> Api<W> {
                 } else {
                     // A join is not an authenticated call: a token that is
                     // not ours is just not a resume.
-                    let auth = bearer(request).ok();
+                    let auth = bearer_token(request);
                     let fresh = secret().ok_or_else(no_randomness)?;
                     self.node
                         .join(now, wall_ms, &pair, side, auth.as_ref(), fresh, make_waiter)

@@ -360,7 +360,7 @@ impl<W> Node<W> {
         claim: Claim,
     ) {
         self.hlc = self.hlc.max(claim.hlc);
-        if let Some(&key) = self.registry.get(&(pair.clone(), side)) {
+        if let Some(key) = self.registered(&pair, side) {
             if self.rival_wins(peer, claim, key) {
                 self.end(now, key, Reason::Left, true);
             }
@@ -384,7 +384,7 @@ impl<W> Node<W> {
     }
 
     fn claim_of(&self, pair: &PairId, side: Side) -> Option<Claim> {
-        let &key = self.registry.get(&(pair.clone(), side))?;
+        let key = self.registered(pair, side)?;
         let session = &self.sessions[key as usize];
         Some(Claim {
             handle: Handle {

@@ -222,8 +222,10 @@ pub struct Node<W> {
     pub(super) config: NodeConfig,
     /// Handler state. Keys are reused; [`Session::gen`] tells them apart.
     pub(super) sessions: Slab<Session<Waiter<W>>>,
-    /// The local registry: which handler holds `(pair, side)` on this node.
-    pub(super) registry: HashMap<(PairId, Side), u32>,
+    /// The local registry: which handlers hold a pair's sides on this
+    /// node, by side (`a` first). Keyed by the pair alone, so a join hashes
+    /// the pair once to see both sides.
+    pub(super) registry: HashMap<PairId, [Option<u32>; 2]>,
     pub(super) timers: Timers,
     /// The next generation; starts at 1 and only grows.
     next_gen: u64,
@@ -397,7 +399,8 @@ impl<W> Node<W> {
         secret: [u8; SECRET_BYTES],
         make_waiter: impl FnOnce() -> Waiter<W>,
     ) -> Started {
-        if let Some(&key) = self.registry.get(&(pair.clone(), side)) {
+        let held = self.registry.get(pair).copied().unwrap_or_default();
+        if let Some(key) = held[side.index()] {
             // The side is held here; only its own token resumes it.
             if !auth.is_some_and(|t| self.owns(t, key)) {
                 return Started::Done(ApiError::SideTaken.into());
@@ -415,7 +418,7 @@ impl<W> Node<W> {
         // Each join of the other side puts a `peer_online` into this one; a
         // session that acknowledges nothing would grow without bound under
         // a join/leave loop, so joins wait while it is full.
-        if let Some(&peer_key) = self.registry.get(&(pair.clone(), side.peer())) {
+        if let Some(peer_key) = held[side.peer().index()] {
             if self.sessions[peer_key as usize].events.len() >= SESSION_EVENTS_MAX {
                 return Started::Done(ApiError::Overloaded.into());
             }
@@ -429,12 +432,12 @@ impl<W> Node<W> {
                 .insert(Session::new(pair.clone(), side, gen, secret, deadline, hlc));
         // Slab keys stay below max_sessions, which config bounds far below u32.
         let key = u32::try_from(key).expect("slab key fits u32: max_sessions is bounded");
-        self.registry.insert((pair.clone(), side), key);
+        self.registry.entry(pair.clone()).or_default()[side.index()] = Some(key);
         self.timers.insert(deadline, key);
 
         // Registered first, then looked up: of two sides joining at once,
         // at least one finds the other.
-        if let Some(&peer_key) = self.registry.get(&(pair.clone(), side.peer())) {
+        if let Some(peer_key) = held[side.peer().index()] {
             self.link_local(now, key, peer_key);
         }
         let up: Vec<u16> = (1..=self.peers.len() as u16)
@@ -978,7 +981,7 @@ impl<W> Node<W> {
             return;
         }
         let (pair, side, gen, hlc) = (session.pair.clone(), session.side, session.gen, session.hlc);
-        if let Some(&peer_key) = self.registry.get(&(pair.clone(), side.peer())) {
+        if let Some(peer_key) = self.registered(&pair, side.peer()) {
             let (addr, peer_addr) = (self.addr(key), self.addr(peer_key));
             let peer_hlc = self.sessions[peer_key as usize].hlc;
             if self.offer_link(now, peer_key, addr, hlc) {
@@ -1059,6 +1062,13 @@ impl<W> Node<W> {
         self.set_deadline(key, now.saturating_add(self.config.session_ttl_ms));
     }
 
+    /// The key of the local handler holding `(pair, side)`.
+    pub(super) fn registered(&self, pair: &PairId, side: Side) -> Option<u32> {
+        self.registry
+            .get(pair)
+            .and_then(|sides| sides[side.index()])
+    }
+
     /// Hands a reply to whoever waits for it.
     pub(super) fn answer(&mut self, waiter: Waiter<W>, reply: Reply) {
         match waiter {
@@ -1107,7 +1117,14 @@ impl<W> Node<W> {
         if session.timer_at != NO_TIMER {
             self.timers.remove(session.timer_at, key);
         }
-        self.registry.remove(&(session.pair, session.side));
+        if let Some(sides) = self.registry.get_mut(&session.pair) {
+            if sides[session.side.index()] == Some(key) {
+                sides[session.side.index()] = None;
+            }
+            if *sides == [None, None] {
+                self.registry.remove(&session.pair);
+            }
+        }
         self.total_events -= session.events.len();
         self.total_data_bytes -= session.data_bytes;
         self.stats.exits[reason.index()] += 1;

@@ -67,8 +67,9 @@ pub fn join_body(
     json::write_str(&mut body, pair);
     body.extend_from_slice(b",\"side\":\"");
     body.extend_from_slice(side.as_str().as_bytes());
-    body.extend_from_slice(b"\",\"session\":");
-    json::write_str(&mut body, &token.to_string());
+    body.extend_from_slice(b"\",\"session\":\"");
+    token.write_text(&mut body);
+    body.push(b'"');
     body.extend_from_slice(if peer_online {
         b",\"peer\":\"online\"".as_slice()
     } else {

@@ -1,6 +1,7 @@
 //! Pair ids, sides, node names and session tokens: their syntax, and the
 //! text form of a token.
 
+use super::json;
 use crate::limits::{NODE_NAME_BYTES_MAX, PAIR_BYTES_MAX, SECRET_BYTES};
 use std::fmt;
 
@@ -26,6 +27,11 @@ impl Side {
             "b" => Some(Side::B),
             _ => None,
         }
+    }
+
+    /// 0 for `a`, 1 for `b`.
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// The other side.
@@ -72,19 +78,20 @@ pub const SECRET_CHARS: usize = 22;
 
 /// Writes `bytes` as unpadded base64url.
 pub fn base64url(bytes: &[u8], out: &mut String) {
-    for chunk in bytes.chunks(3) {
+    out.extend(base64url_chars(bytes).map(char::from));
+}
+
+/// The unpadded base64url characters of `bytes`, as ASCII bytes.
+fn base64url_chars(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    bytes.chunks(3).flat_map(|chunk| {
         let b = [
             chunk[0],
             chunk.get(1).copied().unwrap_or(0),
             chunk.get(2).copied().unwrap_or(0),
         ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            let index = (n >> (18 - 6 * i)) & 63;
-            out.push(char::from(B64URL[index as usize]));
-        }
-    }
+        (0..chunk.len() + 1).map(move |i| B64URL[((n >> (18 - 6 * i)) & 63) as usize])
+    })
 }
 
 /// Each byte's value in base64url, or [`B64_INVALID`].
@@ -171,11 +178,25 @@ impl Token {
     }
 }
 
+impl Token {
+    /// Appends the text form, `<node>.<key>.<gen>.<secret>`: ASCII, none
+    /// of it escaped in JSON.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.node.as_bytes());
+        out.push(b'.');
+        json::write_u64(out, u64::from(self.key));
+        out.push(b'.');
+        json::write_u64(out, self.gen);
+        out.push(b'.');
+        out.extend(base64url_chars(&self.secret));
+    }
+}
+
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut secret = String::with_capacity(SECRET_CHARS);
-        base64url(&self.secret, &mut secret);
-        write!(f, "{}.{}.{}.{}", self.node, self.key, self.gen, secret)
+        let mut text = Vec::with_capacity(crate::limits::TOKEN_BYTES_MAX);
+        self.write_text(&mut text);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
