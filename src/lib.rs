@@ -18,7 +18,8 @@
 //! - [`metrics`]: counters and the Prometheus text exposition.
 //! - [`cluster`]: sans-IO node-to-node protocol: frames, handshake, the
 //!   per-connection state machine.
-//! - [`io`]: the thin smol layer: listener, connections, timers, signals.
+//! - [`io`]: the thin driver: its own event loop and executor (`io::rt`),
+//!   listener, connections, timers, signals.
 //! - [`systemd`]: `sd_notify` (READY, STATUS, WATCHDOG, STOPPING) with std alone.
 // One function may use `unsafe`: taking the socket-activated listener fd
 // (`systemd::take_fd3`), which std cannot do safely. Nothing else.

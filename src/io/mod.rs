@@ -1,4 +1,4 @@
-//! The thin smol layer: it owns the sockets, the clock and the randomness,
+//! The thin driver: it owns the sockets, the clock and the randomness,
 //! and drives the sans-IO core with them.
 //!
 //! Everything runs on one thread in one `rt::LocalExecutor`: the node's state is

@@ -1,5 +1,5 @@
-//! The event loop under the server: edge-triggered epoll, a timer map and
-//! a `block_on` that runs smol's `LocalExecutor` on top.
+//! The event loop under the server: edge-triggered epoll, timers, an
+//! executor for the thread's tasks, and a `block_on` that drives them.
 //!
 //! # Why not async-io's reactor
 //!
@@ -14,15 +14,17 @@
 //! - each socket is registered once, edge-triggered for both directions;
 //!   its readiness is remembered and cleared when a read or write comes
 //!   back short or `WouldBlock` ([`source`]);
-//! - timers live in a `BTreeMap` on this thread and set the timeout of the
-//!   one `epoll_wait` per turn ([`timer`]);
+//! - timers live on this thread (a slab, a FIFO and a heap) and set the
+//!   timeout of the one `epoll_wait` per turn ([`timer`]);
+//! - tasks run on [`LocalExecutor`]: a slab, a run queue and a LIFO slot,
+//!   a wake on this thread costing a push ([`executor`]);
 //! - the eventfd is written only when another thread wakes a task while
 //!   this one sleeps (a signal, a DNS lookup on the blocking pool).
 //!
 //! A relayed message then costs its reads and writes and a share of one
-//! `epoll_wait`. smol still provides the executor, `future::or` and the
-//! blocking pool; async-io still runs signals and outgoing connects, which
-//! are rare, on its own thread.
+//! `epoll_wait`. smol still provides `future::or` and the blocking pool;
+//! async-io still runs signals and outgoing cluster connects, which are
+//! rare, on its own thread.
 
 mod executor;
 mod reactor;
