@@ -65,28 +65,23 @@ impl<T: AsFd> Io<T> {
     }
 
     /// Runs a non-blocking read `op` until it does not say `WouldBlock`.
-    pub async fn read_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
-        loop {
-            self.readable().await;
-            match op(&self.inner) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.reactor.clear(self.key, Dir::Read);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
-            }
-        }
+    pub async fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.op_with(Dir::Read, op).await
     }
 
     /// Runs a non-blocking write-side `op` until it does not say
     /// `WouldBlock`, waiting for the next write edge in between (for
     /// example, a non-blocking connect finishing).
-    pub async fn write_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+    pub async fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.op_with(Dir::Write, op).await
+    }
+
+    async fn op_with<R>(&self, dir: Dir, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         loop {
-            self.writable().await;
+            poll_fn(|cx| self.reactor.poll_ready(self.key, dir, cx)).await;
             match op(&self.inner) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.reactor.clear(self.key, Dir::Write);
+                    self.reactor.clear(self.key, dir)
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => return other,
