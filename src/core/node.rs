@@ -1216,7 +1216,9 @@ impl<W> Node<W> {
 
     /// Advances the hybrid logical clock for a local event.
     pub(super) fn tick(&mut self, wall_ms: Millis) -> u64 {
-        self.hlc = (self.hlc + 1).max(wall_ms);
+        // Saturating: a peer may have pushed the clock to the top (its
+        // claims are trusted for order, not for range).
+        self.hlc = self.hlc.saturating_add(1).max(wall_ms);
         self.hlc
     }
 
