@@ -6,17 +6,27 @@
 //! `Transfer-Encoding: chunked` bodies, and bodiless 204/304 answers. A
 //! response larger than [`BODY_BYTES_MAX`] is a parse error, so a server
 //! gone wrong cannot make the generator grow without bound.
+//!
+//! Response heads are read by [`parse_head`], which looks at the five
+//! headers the client needs and checks the rest as httparse would (status
+//! line, header names as tokens, no control characters in values), without
+//! httparse's table of headers: the generator's own core is the limit of a
+//! relay run, and a head is read twice per message.
 
 use pairlink::io::rt::{Io, Timer};
+use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Largest response head accepted.
 pub const HEAD_BYTES_MAX: usize = 16 * 1024;
 /// Largest response body accepted.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
-/// Header lines parsed per response; nginx and pairlink send fewer than 16.
+/// Header lines accepted per response; nginx and pairlink send fewer than
+/// 16.
 const HEADERS_MAX: usize = 32;
 /// Room made in the read buffer before a read, at least: a poll answer of
 /// a small message fits in one read, and 10,000 idle connections cost
@@ -102,13 +112,11 @@ impl Url {
     }
 }
 
-/// A complete response.
+/// A complete response; its body, de-chunked, is in [`Client::body`].
 #[derive(Debug, Default)]
 pub struct Response {
     /// The status code.
     pub status: u16,
-    /// The body, de-chunked.
-    pub body: Vec<u8>,
     /// `Etag`, kept for Nchan's long-poll cursor.
     pub etag: Option<String>,
     /// `Last-Modified`, kept for Nchan's long-poll cursor.
@@ -123,9 +131,18 @@ pub async fn with_deadline<T>(
     deadline: Instant,
     fut: impl std::future::Future<Output = Result<T, ErrKind>>,
 ) -> Result<T, ErrKind> {
-    smol::future::or(fut, async {
-        Timer::at(deadline).await;
-        Err(ErrKind::Timeout)
+    // Both polled in place (no future moved into a combinator), the timer
+    // only while `fut` is pending.
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = Timer::at(deadline);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        match Pin::new(&mut timer).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(Err(ErrKind::Timeout)),
+            Poll::Pending => Poll::Pending,
+        }
     })
     .await
 }
@@ -164,29 +181,27 @@ impl Conn {
         self.stream.write_all(request).await.map_err(io_kind)
     }
 
-    /// Reads one whole response.
-    pub async fn read_response(&mut self, head_request: bool) -> Result<Response, ErrKind> {
+    /// Reads one whole response; its body replaces the contents of `body`
+    /// (a buffer the caller keeps, so a response costs no allocation).
+    pub async fn read_response(
+        &mut self,
+        head_request: bool,
+        body: &mut Vec<u8>,
+    ) -> Result<Response, ErrKind> {
+        body.clear();
         // The head.
-        let (status, head_len, mut response, body_kind) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-            let mut parsed = httparse::Response::new(&mut headers);
-            match parsed.parse(&self.buf[..self.filled]) {
-                Ok(httparse::Status::Complete(head_len)) => {
-                    let status = parsed.code.ok_or(ErrKind::Parse)?;
-                    let (response, body_kind) =
-                        interpret_head(status, parsed.version, parsed.headers, head_request)?;
-                    break (status, head_len, response, body_kind);
-                }
-                Ok(httparse::Status::Partial) => {
+        let (head_len, mut response, body_kind) = loop {
+            match parse_head(&self.buf[..self.filled], head_request)? {
+                Some(head) => break head,
+                None => {
                     if self.filled >= HEAD_BYTES_MAX {
                         return Err(ErrKind::Parse);
                     }
                     self.fill().await?;
                 }
-                Err(_) => return Err(ErrKind::Parse),
             }
         };
-        response.status = status;
+        let status = response.status;
         // 1xx answers are not used by either server; reading past one
         // would need a loop that nothing exercises.
         if (100..200).contains(&status) {
@@ -202,12 +217,12 @@ impl Conn {
                 while self.filled < end {
                     self.fill().await?;
                 }
-                response.body = self.buf[head_len..end].to_vec();
+                body.extend_from_slice(&self.buf[head_len..end]);
                 self.consume(end);
             }
             BodyKind::Chunked => {
                 self.consume(head_len);
-                response.body = self.read_chunked().await?;
+                self.read_chunked(body).await?;
             }
             BodyKind::UntilClose => {
                 self.consume(head_len);
@@ -221,7 +236,7 @@ impl Conn {
                         Err(e) => return Err(e),
                     }
                 }
-                response.body = self.buf[..self.filled].to_vec();
+                body.extend_from_slice(&self.buf[..self.filled]);
                 self.filled = 0;
                 response.close = true;
             }
@@ -229,8 +244,7 @@ impl Conn {
         Ok(response)
     }
 
-    async fn read_chunked(&mut self) -> Result<Vec<u8>, ErrKind> {
-        let mut body = Vec::new();
+    async fn read_chunked(&mut self, body: &mut Vec<u8>) -> Result<(), ErrKind> {
         loop {
             let line_end = self.read_line().await?;
             let size_text =
@@ -244,7 +258,7 @@ impl Conn {
                     let end = self.read_line().await?;
                     self.consume(end + 2);
                     if end == 0 {
-                        return Ok(body);
+                        return Ok(());
                     }
                 }
             }
@@ -321,46 +335,62 @@ enum BodyKind {
     UntilClose,
 }
 
-fn interpret_head(
-    status: u16,
-    version: Option<u8>,
-    headers: &[httparse::Header<'_>],
+/// Reads the response head at the start of `buf`: its length, the
+/// response (status and the headers kept) and how its body is framed;
+/// `None` while it is incomplete. Lines end in CRLF (or LF alone, as
+/// httparse allows).
+fn parse_head(
+    buf: &[u8],
     head_request: bool,
-) -> Result<(Response, BodyKind), ErrKind> {
+) -> Result<Option<(usize, Response, BodyKind)>, ErrKind> {
+    let Some((line, mut at)) = next_line(buf, 0)? else {
+        return Ok(None);
+    };
+    // `HTTP/1.x NNN[ reason]`
+    let minor = match line {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', v @ (b'0' | b'1'), b' ', ..] => *v - b'0',
+        _ => return Err(ErrKind::Parse),
+    };
+    let status = match &line[9..] {
+        [a, b, c, rest @ ..] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+            if !(rest.is_empty() || rest[0] == b' ') {
+                return Err(ErrKind::Parse);
+            }
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => return Err(ErrKind::Parse),
+    };
     let mut response = Response {
-        close: version == Some(0),
+        status,
+        close: minor == 0,
         ..Response::default()
     };
     let mut length = None;
     let mut chunked = false;
-    for h in headers {
-        let value = || std::str::from_utf8(h.value).map_err(|_| ErrKind::Parse);
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value()?.trim().parse().map_err(|_| ErrKind::Parse)?;
-            if n > BODY_BYTES_MAX {
-                return Err(ErrKind::Parse);
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value()?.trim().eq_ignore_ascii_case("chunked");
-            if !chunked {
-                return Err(ErrKind::Parse);
-            }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = value()?;
-            if v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
-                response.close = true;
-            } else if v
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"))
-            {
-                response.close = false;
-            }
-        } else if h.name.eq_ignore_ascii_case("etag") {
-            response.etag = Some(value()?.to_string());
-        } else if h.name.eq_ignore_ascii_case("last-modified") {
-            response.last_modified = Some(value()?.to_string());
+    let mut headers = 0;
+    loop {
+        let Some((line, next)) = next_line(buf, at)? else {
+            return Ok(None);
+        };
+        at = next;
+        if line.is_empty() {
+            break;
         }
+        headers += 1;
+        if headers > HEADERS_MAX {
+            return Err(ErrKind::Parse);
+        }
+        // A name (a token), then the colon.
+        let colon = line
+            .iter()
+            .position(|&b| !TOKEN[usize::from(b)])
+            .ok_or(ErrKind::Parse)?;
+        if colon == 0 || line[colon] != b':' {
+            return Err(ErrKind::Parse);
+        }
+        let name = &line[..colon];
+        let value = line[colon + 1..].trim_ascii();
+        header(name, value, &mut response, &mut length, &mut chunked)?;
     }
     let kind = if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
         BodyKind::None
@@ -371,7 +401,137 @@ fn interpret_head(
     } else {
         BodyKind::UntilClose
     };
-    Ok((response, kind))
+    Ok(Some((at, response, kind)))
+}
+
+/// The line of `buf` starting at `at`, without its end, and where the next
+/// starts; `None` if it has not ended yet. A control character other than
+/// a tab (or the CR of the end) is a parse error.
+fn next_line(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, ErrKind> {
+    let rest = &buf[at..];
+    let mut from = 0;
+    while let Some(k) = find_control(&rest[from..], 0x7f, 0x7f) {
+        let i = from + k;
+        match rest[i] {
+            b'\t' => from = i + 1,
+            b'\n' => return Ok(Some((&rest[..i], at + i + 1))),
+            b'\r' => {
+                return match rest.get(i + 1) {
+                    Some(b'\n') => Ok(Some((&rest[..i], at + i + 2))),
+                    Some(_) => Err(ErrKind::Parse),
+                    None => Ok(None),
+                }
+            }
+            _ => return Err(ErrKind::Parse),
+        }
+    }
+    Ok(None)
+}
+
+/// The bytes of an HTTP token (RFC 9110 `tchar`), as a header name is
+/// made of.
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// The index of the first byte of `s` that is a control character (below
+/// 0x20) or `x` or `y`, looking at eight bytes at a time: the line ends of
+/// a response head, the quotes and escapes of a JSON string.
+pub fn find_control(s: &[u8], x: u8, y: u8) -> Option<usize> {
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    let (xs, ys) = (LO * u64::from(x), LO * u64::from(y));
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        let (wx, wy) = (w ^ xs, w ^ ys);
+        // Per test, the lowest flagged byte is a true match (a borrow
+        // only flags bytes above one), so the lowest of all is the first.
+        let m = ((w.wrapping_sub(LO * 0x20) & !w)
+            | (wx.wrapping_sub(LO) & !wx)
+            | (wy.wrapping_sub(LO) & !wy))
+            & HI;
+        if m != 0 {
+            return Some(at + (m.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b < 0x20 || b == x || b == y)
+        .map(|i| at + i)
+}
+
+/// Takes in one header: the framing of the body, whether the connection
+/// stays open, and Nchan's cursor.
+fn header(
+    name: &[u8],
+    value: &[u8],
+    response: &mut Response,
+    length: &mut Option<usize>,
+    chunked: &mut bool,
+) -> Result<(), ErrKind> {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let text = || std::str::from_utf8(value).map_err(|_| ErrKind::Parse);
+    // The length first: a cheap test that passes most names by.
+    match name.len() {
+        14 if is("content-length") => {
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(ErrKind::Parse);
+            }
+            let n = value.iter().try_fold(0usize, |n, &d| {
+                n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+            });
+            match n {
+                Some(n) if n <= BODY_BYTES_MAX => *length = Some(n),
+                _ => return Err(ErrKind::Parse),
+            }
+        }
+        17 if is("transfer-encoding") => {
+            *chunked = value.eq_ignore_ascii_case(b"chunked");
+            if !*chunked {
+                return Err(ErrKind::Parse);
+            }
+        }
+        10 if is("connection") => {
+            let tokens = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            if tokens().any(|t| t.eq_ignore_ascii_case(b"close")) {
+                response.close = true;
+            } else if tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive")) {
+                response.close = false;
+            }
+        }
+        4 if is("etag") => response.etag = Some(text()?.to_string()),
+        13 if is("last-modified") => response.last_modified = Some(text()?.to_string()),
+        _ => {}
+    }
+    Ok(())
 }
 
 fn io_kind(e: io::Error) -> ErrKind {
@@ -449,6 +609,8 @@ pub struct Client {
     conn: Option<Conn>,
     /// The request being built; kept to reuse its allocation.
     pub scratch: Vec<u8>,
+    /// The body of the last response; kept to reuse its allocation.
+    body: Vec<u8>,
 }
 
 impl Client {
@@ -458,7 +620,13 @@ impl Client {
             url,
             conn: None,
             scratch: Vec::with_capacity(512),
+            body: Vec::new(),
         }
+    }
+
+    /// The body of the last response [`Client::send_scratch`] returned.
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// Opens the connection now, if it is not open, so that a measured
@@ -507,9 +675,10 @@ impl Client {
                 })?,
         };
         let scratch = &self.scratch;
+        let body = &mut self.body;
         let result = with_deadline(deadline, async {
             c.write(scratch).await?;
-            c.read_response(head).await
+            c.read_response(head, body).await
         })
         .await;
         match result {
@@ -591,17 +760,35 @@ impl Client {
     }
 }
 
+/// "00" to "99": two digits per division in [`push_u64`].
+static DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Appends `n` in decimal.
 pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        i -= 2;
+        let pair = n as usize * 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[i] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[i..]);
 }
@@ -626,6 +813,80 @@ mod tests {
     }
 
     #[test]
+    fn control_bytes_are_found_eight_at_a_time() {
+        let slow = |s: &[u8]| s.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        let mut s: Vec<u8> = (0..40).map(|i| b'a' + i % 26).collect();
+        assert_eq!(find_control(&s, b'"', b'\\'), None);
+        for special in [0u8, b'\n', 0x1f, b'"', b'\\'] {
+            for at in 0..s.len() {
+                let keep = s[at];
+                s[at] = special;
+                // A byte that borrows (0x00) or is near (0x21) before it.
+                if at > 0 {
+                    s[at - 1] = 0x21;
+                }
+                for start in 0..at.min(9) {
+                    assert_eq!(find_control(&s[start..], b'"', b'\\'), slow(&s[start..]));
+                }
+                s[at] = keep;
+                if at > 0 {
+                    s[at - 1] = b'a';
+                }
+            }
+        }
+        assert_eq!(find_control(&[0x80, 0xff, 0x7f, b' '], 0x7f, 0x7f), Some(2));
+    }
+
+    #[test]
+    fn heads_are_read() {
+        let head = b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length:  5 \r\n\
+                     ETag: \"x\"\r\nX-A:\tb\tc\r\n\r\nhello";
+        let (len, r, kind) = parse_head(head, false).unwrap().unwrap();
+        assert_eq!(len, head.len() - 5);
+        assert_eq!(
+            (r.status, r.close, r.etag.as_deref()),
+            (200, false, Some("\"x\""))
+        );
+        assert!(matches!(kind, BodyKind::Length(5)));
+        for cut in 0..len {
+            assert!(parse_head(&head[..cut], false).unwrap().is_none(), "{cut}");
+        }
+        let (_, r, kind) = parse_head(b"HTTP/1.0 204\nConnection: x, Close\n\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(r.close && r.status == 204 && matches!(kind, BodyKind::None));
+        let (_, r, kind) = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!r.close && matches!(kind, BodyKind::Chunked));
+        for bad in [
+            &b"HTTP/2.0 200 OK\r\n\r\n"[..],
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 200OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA b: c\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n: c\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: \x01\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        ] {
+            assert!(
+                parse_head(bad, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let many = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            "A: b\r\n".repeat(HEADERS_MAX + 1)
+        );
+        assert!(parse_head(many.as_bytes(), false).is_err());
+    }
+
+    #[test]
     fn requests_are_built_in_place() {
         let mut c = Client::new(Url::parse("http://127.0.0.1:8/p", false).unwrap());
         c.start("GET");
@@ -633,6 +894,11 @@ mod tests {
         c.path_u64(0);
         c.path("&t=");
         c.path_u64(18_446_744_073_709_551_615);
+        for n in [0, 7, 10, 99, 100, 101, 12_345, 1_000_000] {
+            let mut v = Vec::new();
+            push_u64(&mut v, n);
+            assert_eq!(v, n.to_string().as_bytes());
+        }
         c.end_line();
         c.bearer("tok");
         c.finish(Some(b"hi"));

@@ -9,10 +9,9 @@
 use super::args::Args;
 use super::http::{Client, ErrKind, Url};
 use super::report::{self, Errors, Meter, Outcome};
-use super::target::{cancel_all, leave_all, Proto, Session};
+use super::target::{cancel_all, leave_all, Events, Proto, Session};
 use super::SETUP_TIME_MAX;
-use pairlink::io::rt::Timer;
-use smol::LocalExecutor;
+use pairlink::io::rt::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -36,7 +35,7 @@ struct Run {
 }
 
 /// Runs the workload and builds its report.
-pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
+pub async fn run(ex: Rc<LocalExecutor>, args: Args) -> Outcome {
     let proto = Proto {
         target: args.target,
         timeout: args.timeout,
@@ -101,9 +100,8 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     let own_cpu = own.stop();
     run.stopped.set(true);
     // Cancelled and gone, their sockets closed, before the leaves open
-    // theirs (a dropped task is only dropped when the executor next gets
-    // to it).
-    cancel_all(tasks).await;
+    // theirs.
+    cancel_all(tasks);
     let sessions = std::mem::take(&mut *run.sessions.borrow_mut());
     leave_all(proto, &sessions, &run.errors).await;
 
@@ -213,8 +211,9 @@ async fn session_task(
     };
     run.sessions.borrow_mut().push((url, s.clone()));
     run.joined.set(run.joined.get() + 1);
-    let mut events = Vec::new();
+    let mut events = Events::new();
     while !run.stopped.get() {
+        events.clear();
         let result = run.proto.poll(&mut client, &mut s, &mut events).await;
         if run.stopped.get() {
             break;

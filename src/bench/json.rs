@@ -1,82 +1,47 @@
 //! A strict little JSON reader for the server's answers, and the writer of
-//! the report line. Enough for `{"session":"…"}` and
+//! the report line.
+//!
+//! The reader builds no tree: a caller walks the document, taking the
+//! members it wants and skipping (still checking) the rest. Enough for
+//! `{"session":"…"}` and
 //! `{"peer":"online","events":[{"seq":2,"type":"message","data":"…"}]}`:
-//! objects, arrays, strings with escapes, unsigned integers, `true`,
-//! `false`, `null`. Nesting is bounded by [`DEPTH_MAX`]. Strings without
-//! escapes borrow from the input, so reading a poll answer allocates only
-//! its arrays and objects: the generator's own core is the limit of a
-//! relay run, and every allocation there is a message less per second.
+//! objects, arrays, strings with escapes, numbers, `true`, `false`, `null`.
+//! Nesting is bounded by [`DEPTH_MAX`]. The document is checked to be
+//! UTF-8 once, as a whole; strings without escapes then borrow from it,
+//! so reading a poll answer allocates nothing: the
+//! generator's own core is the limit of a relay run, and every
+//! instruction there is a message less per second.
 
+use super::http::find_control;
 use std::borrow::Cow;
 
 /// Deepest nesting accepted; pairlink's answers nest three levels.
 const DEPTH_MAX: usize = 16;
 
-/// A parsed JSON value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value<'a> {
-    /// `null`
-    Null,
-    /// `true` / `false`
-    Bool(bool),
-    /// A number; only the unsigned integers pairlink sends are exact.
-    Num(f64),
-    /// A string, unescaped.
-    Str(Cow<'a, str>),
-    /// An array.
-    Arr(Vec<Value<'a>>),
-    /// An object, keys in order.
-    Obj(Vec<(Cow<'a, str>, Value<'a>)>),
-}
-
-impl<'a> Value<'a> {
-    /// The member `key` of an object.
-    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
-        match self {
-            Value::Obj(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    /// The string, if this is one.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The number as an unsigned integer, if it is one.
-    pub fn as_u64(&self) -> Option<u64> {
-        match self {
-            Value::Num(n) if *n >= 0.0 && n.fract() == 0.0 && *n < 9.007e15 => Some(*n as u64),
-            _ => None,
-        }
-    }
-
-    /// The elements, if this is an array.
-    pub fn as_arr(&self) -> Option<&[Value<'a>]> {
-        match self {
-            Value::Arr(a) => Some(a),
-            _ => None,
-        }
-    }
-}
-
-/// Parses one JSON document (surrounding whitespace allowed).
-pub fn parse(bytes: &[u8]) -> Option<Value<'_>> {
-    let mut p = Parser { bytes, at: 0 };
-    let v = p.value(0)?;
-    p.ws();
-    (p.at == bytes.len()).then_some(v)
-}
-
-struct Parser<'a> {
+/// Walks one JSON document. Every method that fails (`None`) leaves the
+/// reader somewhere in the middle: the document is then not valid JSON,
+/// or not what the caller expected, and is given up.
+pub struct Reader<'a> {
+    /// The document, valid UTF-8.
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
+    /// Objects and arrays open around the current position.
+    depth: usize,
 }
 
-impl<'a> Parser<'a> {
+impl<'a> Reader<'a> {
+    /// A reader at the start of `bytes`; `None` if they are not UTF-8.
+    pub fn new(bytes: &'a [u8]) -> Option<Reader<'a>> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        Some(Reader {
+            text,
+            bytes,
+            at: 0,
+            depth: 0,
+        })
+    }
+
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\r' | b'\n') = self.bytes.get(self.at) {
             self.at += 1;
@@ -88,71 +53,120 @@ impl<'a> Parser<'a> {
         (self.bytes.get(self.at) == Some(&b)).then(|| self.at += 1)
     }
 
-    fn value(&mut self, depth: usize) -> Option<Value<'a>> {
-        if depth > DEPTH_MAX {
-            return None;
-        }
+    /// The next byte that is not white space, not consumed.
+    fn peek(&mut self) -> Option<u8> {
         self.ws();
-        match *self.bytes.get(self.at)? {
-            b'{' => {
-                self.at += 1;
-                let mut members = Vec::new();
-                if self.eat(b'}').is_some() {
-                    return Some(Value::Obj(members));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    self.eat(b':')?;
-                    members.push((key, self.value(depth + 1)?));
-                    if self.eat(b',').is_none() {
-                        self.eat(b'}')?;
-                        return Some(Value::Obj(members));
-                    }
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Only white space is left: the document is whole.
+    pub fn end(&mut self) -> Option<()> {
+        self.ws();
+        (self.at == self.bytes.len()).then_some(())
+    }
+
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth <= DEPTH_MAX).then_some(())
+    }
+
+    /// Reads an object: `member` gets each key in order, and must read or
+    /// [`skip`](Reader::skip) its value.
+    pub fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Reader<'a>, Cow<'a, str>) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(b'{')?;
+        self.enter()?;
+        if self.eat(b'}').is_none() {
+            loop {
+                self.ws();
+                let key = self.string()?;
+                self.eat(b':')?;
+                member(self, key)?;
+                if self.eat(b',').is_none() {
+                    self.eat(b'}')?;
+                    break;
                 }
             }
-            b'[' => {
-                self.at += 1;
-                let mut items = Vec::new();
-                if self.eat(b']').is_some() {
-                    return Some(Value::Arr(items));
-                }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    if self.eat(b',').is_none() {
-                        self.eat(b']')?;
-                        return Some(Value::Arr(items));
-                    }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// Reads an array: `item` is called at each element, and must read or
+    /// [`skip`](Reader::skip) it.
+    pub fn array(&mut self, mut item: impl FnMut(&mut Reader<'a>) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        self.enter()?;
+        if self.eat(b']').is_none() {
+            loop {
+                item(self)?;
+                if self.eat(b',').is_none() {
+                    self.eat(b']')?;
+                    break;
                 }
             }
-            b'"' => self.string().map(Value::Str),
-            b't' => self.word(b"true", Value::Bool(true)),
-            b'f' => self.word(b"false", Value::Bool(false)),
-            b'n' => self.word(b"null", Value::Null),
-            b'-' | b'0'..=b'9' => {
-                let start = self.at;
-                while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') =
-                    self.bytes.get(self.at)
-                {
-                    self.at += 1;
-                }
-                let text = &self.bytes[start..self.at];
-                // Event numbers are short runs of digits: add them up
-                // rather than go through the float parser.
-                if text.len() <= 15 && text.iter().all(u8::is_ascii_digit) {
-                    let n = text.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-                    return Some(Value::Num(n as f64));
-                }
-                std::str::from_utf8(text).ok()?.parse().ok().map(Value::Num)
-            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// Reads any one value and forgets it.
+    pub fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(|r, _| r.skip()),
+            b'[' => self.array(Reader::skip),
+            b'"' => self.string().map(drop),
+            b't' => self.word(b"true"),
+            b'f' => self.word(b"false"),
+            b'n' => self.word(b"null"),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
             _ => None,
         }
     }
 
-    fn word(&mut self, w: &[u8], v: Value<'a>) -> Option<Value<'a>> {
+    /// `Some(Some(text))` for a string value, `Some(None)` for any other
+    /// value (skipped): a member whose type only matters when it is a
+    /// string.
+    pub fn str_or_skip(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.peek()? == b'"' {
+            self.string().map(Some)
+        } else {
+            self.skip().map(|()| None)
+        }
+    }
+
+    /// A number value that is an unsigned integer (exact below 2^53, as
+    /// pairlink's are); `None` for any other value.
+    pub fn u64(&mut self) -> Option<u64> {
+        self.ws();
+        let n = self.number()?;
+        (n >= 0.0 && n.fract() == 0.0 && n < 9.007e15).then_some(n as u64)
+    }
+
+    fn number(&mut self) -> Option<f64> {
+        if !matches!(self.bytes.get(self.at)?, b'-' | b'0'..=b'9') {
+            return None;
+        }
+        let start = self.at;
+        while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+        let text = &self.bytes[start..self.at];
+        // Event numbers are short runs of digits: add them up rather than
+        // go through the float parser.
+        if text.len() <= 15 && text.iter().all(u8::is_ascii_digit) {
+            let n = text.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            return Some(n as f64);
+        }
+        std::str::from_utf8(text).ok()?.parse().ok()
+    }
+
+    fn word(&mut self, w: &[u8]) -> Option<()> {
         if self.bytes[self.at..].starts_with(w) {
             self.at += w.len();
-            Some(v)
+            Some(())
         } else {
             None
         }
@@ -165,14 +179,11 @@ impl<'a> Parser<'a> {
         self.at += 1;
         // The common case: no escape before the closing quote.
         let start = self.at;
-        let plain = self.bytes[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let plain = find_control(&self.bytes[start..], b'"', b'\\')?;
         if self.bytes[start + plain] == b'"' {
             self.at = start + plain + 1;
-            return std::str::from_utf8(&self.bytes[start..start + plain])
-                .ok()
-                .map(Cow::Borrowed);
+            // Between two quotes (ASCII) of a UTF-8 text: whole characters.
+            return self.text.get(start..start + plain).map(Cow::Borrowed);
         }
         let mut out = Vec::new();
         loop {
@@ -331,18 +342,51 @@ fn push_str(out: &mut String, s: &str) {
 mod tests {
     use super::*;
 
+    /// The document is one whole JSON value.
+    fn valid(bytes: &[u8]) -> bool {
+        Reader::new(bytes).is_some_and(|mut r| r.skip().and_then(|()| r.end()).is_some())
+    }
+
     #[test]
     fn reads_a_poll_answer() {
-        let v = parse(
-            br#"{"peer":"online","events":[{"seq":2,"type":"message","data":"a\"b\u0041"}]}"#,
-        )
+        let doc = br#" {"peer":"online","x":[1,{"y":null}],"events":[{"seq":2,"type":"message","data":"a\"b\u0041"}]} "#;
+        let mut r = Reader::new(doc).unwrap();
+        let mut got = Vec::new();
+        r.object(|r, key| match &*key {
+            "events" => r.array(|r| {
+                let (mut seq, mut data) = (None, None);
+                r.object(|r, key| match &*key {
+                    "seq" => r.u64().map(|n| seq = Some(n)),
+                    "data" => r.str_or_skip().map(|d| data = d),
+                    _ => r.skip(),
+                })?;
+                got.push((seq?, data?));
+                Some(())
+            }),
+            "peer" => r
+                .str_or_skip()
+                .map(|p| assert_eq!(p.as_deref(), Some("online"))),
+            _ => r.skip(),
+        })
         .unwrap();
-        let e = &v.get("events").unwrap().as_arr().unwrap()[0];
-        assert_eq!(e.get("seq").unwrap().as_u64(), Some(2));
-        assert_eq!(e.get("data").unwrap().as_str(), Some("a\"bA"));
-        assert!(parse(b"{\"a\":1").is_none());
-        assert!(parse(b"{} x").is_none());
-        assert!(parse(&[b'['; 100]).is_none());
+        r.end().unwrap();
+        assert_eq!(got, [(2, Cow::Owned::<str>("a\"bA".into()))]);
+        assert!(valid(b"[1.5e3,-2,true,false,null,\"\",{}]"));
+        assert!(!valid(b"{\"a\":1"));
+        assert!(!valid(b"{} x"));
+        assert!(!valid(b"\"a\nb\""));
+        assert!(!valid(&[b'['; 100]));
+        assert!(!valid(b"\"\xff\""));
+        let read = |doc: &'static [u8]| Reader::new(doc).unwrap();
+        assert_eq!(read(b"1.5").u64(), None);
+        assert_eq!(read(b"\"1\"").u64(), None);
+        assert_eq!(read(b" 12").u64(), Some(12));
+        assert_eq!(read(b"7").str_or_skip(), Some(None));
+        assert_eq!(read(b"tru").str_or_skip(), None);
+        assert_eq!(
+            read("\"été \\u00e9\"".as_bytes()).str_or_skip(),
+            Some(Some(Cow::Owned("été é".into())))
+        );
     }
 
     #[test]
@@ -356,6 +400,6 @@ mod tests {
         w.u64s("l", &[1, 2]);
         let line = w.finish();
         assert_eq!(line, r#"{"a":"x\"y","o":{"n":3,"f":1.500},"l":[1,2]}"#);
-        assert!(parse(line.as_bytes()).is_some());
+        assert!(valid(line.as_bytes()));
     }
 }

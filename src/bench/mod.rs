@@ -13,9 +13,9 @@
 //! - [`fdlimit`]: raises the open-file limit to what the run needs.
 //! - [`report`]: error counters, CPU meter, the JSON line and the summary.
 //!
-//! Everything runs on one thread in one `LocalExecutor` on the server's
-//! own event loop (`pairlink::io::rt`: edge-triggered epoll, timers without
-//! system calls), not on smol's reactor: pinned to its own core with
+//! Everything runs on one thread in the server's own executor and event
+//! loop (`pairlink::io::rt`: `LocalExecutor`, edge-triggered epoll, timers
+//! without system calls), not on smol's: pinned to its own core with
 //! `taskset`, the generator's cost is easy to see, does not steal from the
 //! server's core, and is small enough not to be the limit of a run.
 
@@ -32,9 +32,8 @@ pub mod report;
 pub mod target;
 
 use args::{Args, Workload};
-use pairlink::io::rt;
+use pairlink::io::rt::{self, LocalExecutor};
 use report::Outcome;
-use smol::LocalExecutor;
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
@@ -66,7 +65,7 @@ pub fn run(args: Args) -> io::Result<Outcome> {
     rt::block_on(ex.run(async {
         match args.workload {
             Workload::Relay => relay::run(ex.clone(), args).await,
-            Workload::Pairing => pairing::run(args).await,
+            Workload::Pairing => pairing::run(ex.clone(), args).await,
             Workload::Idle => idle::run(ex.clone(), args).await,
         }
     }))

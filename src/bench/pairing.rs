@@ -8,7 +8,8 @@
 //! inbox channel, b's join publishes `peer_online` to it, and both leaves
 //! delete the pair's channels.
 //!
-//! Each of the C workers keeps two keep-alive connections, one for side a
+//! Each of the C workers, a task of its own, keeps two keep-alive
+//! connections, one for side a
 //! and one for side b; given several URLs, worker w sends a to node
 //! `w mod n` and b to node `w+1 mod n`, so every pairing crosses nodes.
 //!
@@ -17,10 +18,12 @@
 
 use super::args::Args;
 use super::hist::Hist;
-use super::http::{with_deadline, Client, ErrKind};
+use super::http::{push_u64, with_deadline, Client, ErrKind};
 use super::report::{self, Errors, Meter, Outcome};
-use super::target::{join_all, Event, Proto};
+use super::target::{Event, Events, Proto};
+use pairlink::io::rt::LocalExecutor;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Polls of side a tried before a pairing counts as failed
@@ -43,7 +46,7 @@ struct Run {
 }
 
 /// Runs the workload and builds its report.
-pub async fn run(args: Args) -> Outcome {
+pub async fn run(ex: Rc<LocalExecutor>, args: Args) -> Outcome {
     let proto = Proto {
         target: args.target,
         timeout: args.timeout,
@@ -70,7 +73,7 @@ pub async fn run(args: Args) -> Outcome {
         }
     }
     let started = Instant::now();
-    let run = Run {
+    let run = Rc::new(Run {
         proto,
         prefix: format!("p{:x}", args.seed),
         pairs: args.pairs,
@@ -80,16 +83,19 @@ pub async fn run(args: Args) -> Outcome {
         last_done: Cell::new(started),
         hist: RefCell::new(Hist::new()),
         errors: RefCell::new(errors),
-    };
+    });
     let mut meter = Meter::new(&args.pids);
     let mut own = Meter::new(&[std::process::id()]);
     meter.start();
     own.start();
-    let futs: Vec<_> = clients
-        .iter_mut()
-        .map(|(a, b)| Box::pin(worker(&run, a, b)))
+    // Each worker a task: an answer wakes only the worker it is for.
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(a, b)| ex.spawn(worker(run.clone(), a, b)))
         .collect();
-    join_all(futs).await;
+    for t in tasks {
+        t.await;
+    }
     let cpu = meter.stop();
     let own_cpu = own.stop();
     let elapsed = run.last_done.get().duration_since(started);
@@ -125,15 +131,21 @@ pub async fn run(args: Args) -> Outcome {
 }
 
 /// Takes pair numbers until all are taken or the time bound passes.
-async fn worker(run: &Run, ca: &mut Client, cb: &mut Client) {
+async fn worker(run: Rc<Run>, mut ca: Client, mut cb: Client) {
+    let mut pair = Vec::with_capacity(run.prefix.len() + 21);
+    let mut events = Events::new();
     loop {
         let i = run.next.get();
         if i >= run.pairs || Instant::now() >= run.stop_at {
             return;
         }
         run.next.set(i + 1);
-        let pair = format!("{}-{i}", run.prefix);
-        match one_pairing(run, ca, cb, &pair).await {
+        pair.clear();
+        pair.extend_from_slice(run.prefix.as_bytes());
+        pair.push(b'-');
+        push_u64(&mut pair, i);
+        let pair = std::str::from_utf8(&pair).expect("ASCII");
+        match one_pairing(&run, &mut ca, &mut cb, pair, &mut events).await {
             Ok(latency) => {
                 run.hist.borrow_mut().record(latency);
                 run.done.set(run.done.get() + 1);
@@ -154,6 +166,7 @@ async fn one_pairing(
     ca: &mut Client,
     cb: &mut Client,
     pair: &str,
+    events: &mut Events,
 ) -> Result<Duration, Failure> {
     let proto = run.proto;
     let mut a = proto.join(ca, pair, 'a').await?;
@@ -162,10 +175,10 @@ async fn one_pairing(
     let a_id = a.clone();
     let b_join_started = Cell::new(None);
     let poll_a = with_deadline(Instant::now() + proto.poll_deadline(), async {
-        let mut events = Vec::new();
+        events.clear();
         for _ in 0..POLLS_PER_PAIRING_MAX {
-            proto.poll(ca, &mut a, &mut events).await?;
-            if events.contains(&Event::PeerOnline) {
+            proto.poll(ca, &mut a, events).await?;
+            if events.contains(Event::PeerOnline) {
                 return Ok(Some(Instant::now()));
             }
             if !events.is_empty() {

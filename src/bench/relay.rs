@@ -14,13 +14,15 @@ use super::args::{Args, Target};
 use super::hist::Hist;
 use super::http::{push_u64, with_deadline, Client, ErrKind, Url};
 use super::report::{self, Errors, Meter, Outcome};
-use super::target::{cancel_all, leave_all, Event, Proto, Session};
+use super::target::{cancel_all, leave_all, Event, Events, Proto, Session};
 use super::SETUP_TIME_MAX;
 use async_channel::{Receiver, Sender};
-use pairlink::io::rt::Timer;
-use smol::LocalExecutor;
+use pairlink::io::rt::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Pairs joining at the same time during set-up, so a large run does not
@@ -71,6 +73,61 @@ impl Run {
     }
 }
 
+/// A side's send queue: the numbers of the messages its poll loop read,
+/// each to be answered by its send loop. One side's loops are separate
+/// tasks (a poll answer wakes only the poll loop it is for), and this
+/// queue is all they share: a wake and no allocation per message, where a
+/// channel allocates whenever its receiver waits.
+#[derive(Default)]
+struct SendQueue {
+    items: RefCell<VecDeque<u64>>,
+    waiting: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+}
+
+impl SendQueue {
+    /// Queues `n`; false when the queue is full or closed.
+    fn try_send(&self, n: u64) -> bool {
+        {
+            let mut items = self.items.borrow_mut();
+            if self.closed.get() || items.len() >= SEND_QUEUE_MAX {
+                return false;
+            }
+            items.push_back(n);
+        }
+        self.wake();
+        true
+    }
+
+    /// No more numbers: the send loop ends once it has sent those queued.
+    fn close(&self) {
+        self.closed.set(true);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let waker = self.waiting.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The next number, or `None` once the queue is closed and empty.
+    async fn recv(&self) -> Option<u64> {
+        poll_fn(|cx| {
+            if let Some(n) = self.items.borrow_mut().pop_front() {
+                return Poll::Ready(Some(n));
+            }
+            if self.closed.get() {
+                return Poll::Ready(None);
+            }
+            *self.waiting.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 /// `N.T` padded with `x` to `bytes`, written over `out` (a side's buffer,
 /// reused for each of its messages).
 fn payload(out: &mut Vec<u8>, n: u64, sent_ns: u64, bytes: usize) {
@@ -91,7 +148,7 @@ fn parse_payload(text: &str) -> Option<(u64, u64)> {
 }
 
 /// Runs the workload and builds its report.
-pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
+pub async fn run(ex: Rc<LocalExecutor>, args: Args) -> Outcome {
     let proto = Proto {
         target: args.target,
         timeout: args.timeout,
@@ -122,6 +179,7 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     for i in 0..pairs {
         let urls = (args.urls[i % n].clone(), args.urls[(i + 1) % n].clone());
         tasks.push(ex.spawn(pair_task(
+            ex.clone(),
             run.clone(),
             format!("r{:x}-{i}", args.seed),
             urls,
@@ -168,9 +226,8 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     }
     run.stopped.set(true);
     // Cancelled and gone, their sockets closed, before the leaves open
-    // theirs (a dropped task is only dropped when the executor next gets
-    // to it).
-    cancel_all(tasks).await;
+    // theirs (a pair task's loops are tasks it holds, cancelled with it).
+    cancel_all(tasks);
     let sessions = std::mem::take(&mut *sessions.borrow_mut());
     leave_all(run.proto, &sessions, &run.errors).await;
 
@@ -208,9 +265,12 @@ pub async fn run(ex: Rc<LocalExecutor<'static>>, args: Args) -> Outcome {
     }
 }
 
-/// One pair: joins both sides, waits for the start, then runs both sides
-/// until the run stops (the task is dropped).
+/// One pair: joins both sides, waits for the start, then runs both sides,
+/// each as a poll loop and a send loop in tasks of their own, until the run
+/// stops (this task is dropped, and the loops with it).
+#[allow(clippy::too_many_arguments)]
 async fn pair_task(
+    ex: Rc<LocalExecutor>,
     run: Rc<Run>,
     pair: String,
     urls: (Url, Url),
@@ -253,34 +313,46 @@ async fn pair_task(
     let _ = ready.try_send(true);
     // Closed (never sent to) when the run starts.
     let _ = go.recv().await;
-    let (to_a, a_rx) = async_channel::bounded(SEND_QUEUE_MAX);
-    let (to_b, b_rx) = async_channel::bounded(SEND_QUEUE_MAX);
-    let expected = Cell::new(0u64);
-    let _ = to_a.try_send(0);
-    let side_a = smol::future::zip(
-        poll_loop(&run, &mut poll_a, a.clone(), &expected, &to_a),
-        send_loop(&run, &mut send_a, &a, &a_rx),
-    );
-    let side_b = smol::future::zip(
-        poll_loop(&run, &mut poll_b, b.clone(), &expected, &to_b),
-        send_loop(&run, &mut send_b, &b, &b_rx),
-    );
-    smol::future::zip(side_a, side_b).await;
+    let to_a = Rc::new(SendQueue::default());
+    let to_b = Rc::new(SendQueue::default());
+    let expected = Rc::new(Cell::new(0u64));
+    to_a.try_send(0);
+    let loops = vec![
+        ex.spawn(poll_loop(
+            run.clone(),
+            poll_a,
+            a.clone(),
+            expected.clone(),
+            to_a.clone(),
+        )),
+        ex.spawn(send_loop(run.clone(), send_a, a, to_a)),
+        ex.spawn(poll_loop(
+            run.clone(),
+            poll_b,
+            b.clone(),
+            expected,
+            to_b.clone(),
+        )),
+        ex.spawn(send_loop(run, send_b, b, to_b)),
+    ];
+    for l in loops {
+        l.await;
+    }
 }
 
 /// Keeps a poll waiting; each message read is counted and answered
 /// through the side's send queue.
 async fn poll_loop(
-    run: &Run,
-    client: &mut Client,
+    run: Rc<Run>,
+    mut client: Client,
     mut s: Session,
-    expected: &Cell<u64>,
-    reply: &Sender<u64>,
+    expected: Rc<Cell<u64>>,
+    reply: Rc<SendQueue>,
 ) {
-    let mut events = Vec::new();
+    let mut events = Events::new();
     while !run.stopped.get() {
         events.clear();
-        if let Err(e) = run.proto.poll(client, &mut s, &mut events).await {
+        if let Err(e) = run.proto.poll(&mut client, &mut s, &mut events).await {
             run.error(e);
             if matches!(e, ErrKind::Status(401 | 404)) {
                 break; // the session is gone: this pair is over
@@ -289,11 +361,11 @@ async fn poll_loop(
             continue;
         }
         let now = Instant::now();
-        for ev in events.drain(..) {
-            let Event::Message(text) = ev else {
+        for (kind, text) in events.iter() {
+            if kind != Event::Message {
                 continue;
-            };
-            let Some((n, sent_ns)) = parse_payload(&text) else {
+            }
+            let Some((n, sent_ns)) = parse_payload(text) else {
                 run.error(ErrKind::Parse);
                 continue;
             };
@@ -307,7 +379,7 @@ async fn poll_loop(
             }
             expected.set(n + 1);
             run.received(now, sent_ns);
-            if !run.stopped.get() && reply.try_send(n + 1).is_err() {
+            if !run.stopped.get() && !reply.try_send(n + 1) {
                 run.error_named("send_queue_full");
             }
         }
@@ -318,10 +390,10 @@ async fn poll_loop(
 /// Sends each message number it is given, retrying a failed send (with
 /// the same `Idempotency-Key` when keys are on; without them a retried
 /// message may arrive twice, and the receiver counts it as `duplicate`).
-async fn send_loop(run: &Run, client: &mut Client, s: &Session, queue: &Receiver<u64>) {
+async fn send_loop(run: Rc<Run>, mut client: Client, s: Session, queue: Rc<SendQueue>) {
     let mut data = Vec::with_capacity(run.message_bytes.max(41));
     let mut key_buf = Vec::new();
-    while let Ok(n) = queue.recv().await {
+    while let Some(n) = queue.recv().await {
         if run.stopped.get() {
             break;
         }
@@ -334,7 +406,7 @@ async fn send_loop(run: &Run, client: &mut Client, s: &Session, queue: &Receiver
             std::str::from_utf8(&key_buf).expect("ASCII digits")
         });
         for _ in 0..SEND_TRIES_MAX {
-            match run.proto.send(client, s, &data, key).await {
+            match run.proto.send(&mut client, &s, &data, key).await {
                 Ok(()) => break,
                 Err(e) => {
                     run.error(e);

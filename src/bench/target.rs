@@ -30,6 +30,7 @@ use super::args::Target;
 use super::http::{with_deadline, Client, ErrKind, Response, Url};
 use super::json;
 use super::report::Errors;
+use pairlink::io::rt::Task;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -64,16 +65,114 @@ pub struct Session {
     pub etag: Option<String>,
 }
 
-/// One event of a poll answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The kind of one event of a poll answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The peer is present (pairlink; Nchan: the message
     /// [`NCHAN_PEER_ONLINE`]).
     PeerOnline,
-    /// A message with its text.
-    Message(String),
+    /// A message; its text is beside it in [`Events`].
+    Message,
     /// The peer went away, or an event type the generator ignores.
     Other,
+}
+
+/// The events of poll answers, in order, with the texts of the messages
+/// in one buffer: kept by a poll loop and cleared between polls, so
+/// reading a message allocates nothing.
+#[derive(Debug, Default)]
+pub struct Events {
+    /// Each event with the range of its text in `text` (empty but for
+    /// messages).
+    list: Vec<(Event, usize, usize)>,
+    text: String,
+}
+
+impl Events {
+    /// No events.
+    pub fn new() -> Events {
+        Events::default()
+    }
+
+    /// Forgets every event, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.text.clear();
+    }
+
+    /// No event.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// An event of kind `kind` is there.
+    pub fn contains(&self, kind: Event) -> bool {
+        self.list.iter().any(|&(k, _, _)| k == kind)
+    }
+
+    /// Each event with its text (empty but for messages).
+    pub fn iter(&self) -> impl Iterator<Item = (Event, &str)> {
+        self.list
+            .iter()
+            .map(|&(k, from, to)| (k, &self.text[from..to]))
+    }
+
+    fn push(&mut self, kind: Event, text: &str) {
+        let from = self.text.len();
+        self.text.push_str(text);
+        self.list.push((kind, from, self.text.len()));
+    }
+
+    /// Drops the events pushed since `len` events were there.
+    fn truncate(&mut self, len: usize) {
+        if let Some(&(_, from, _)) = self.list.get(len) {
+            self.text.truncate(from);
+            self.list.truncate(len);
+        }
+    }
+}
+
+/// Reads pairlink's poll answer
+/// `{"events":[{"seq":N,"type":"…","data":"…"},…],…}` into `out`, and
+/// returns the highest `seq` (0 for none). Each event needs a `seq` (an
+/// unsigned integer) and a string `type`; a `message` needs a string
+/// `data`. Other members are skipped, a repeated member's first value
+/// counts, and the whole answer must be JSON.
+fn read_events(body: &[u8], out: &mut Events) -> Option<u64> {
+    let mut r = json::Reader::new(body)?;
+    let mut events_seen = false;
+    let mut max_seq = 0;
+    r.object(|r, key| {
+        if &*key != "events" || events_seen {
+            return r.skip();
+        }
+        events_seen = true;
+        r.array(|r| {
+            let mut seq = None;
+            let mut kind: Option<Option<Event>> = None;
+            let mut data: Option<Option<std::borrow::Cow<'_, str>>> = None;
+            r.object(|r, key| match &*key {
+                "seq" if seq.is_none() => r.u64().map(|n| seq = Some(n)),
+                "type" if kind.is_none() => r.str_or_skip().map(|t| {
+                    kind = Some(t.map(|t| match &*t {
+                        "peer_online" => Event::PeerOnline,
+                        "message" => Event::Message,
+                        _ => Event::Other,
+                    }));
+                }),
+                "data" if data.is_none() => r.str_or_skip().map(|d| data = Some(d)),
+                _ => r.skip(),
+            })?;
+            max_seq = max_seq.max(seq?);
+            match kind?? {
+                Event::Message => out.push(Event::Message, &data??),
+                k => out.push(k, ""),
+            }
+            Some(())
+        })
+    })?;
+    r.end()?;
+    events_seen.then_some(max_seq)
 }
 
 /// Speaks one target's protocol with the run's deadlines.
@@ -134,14 +233,22 @@ impl Proto {
         c.path(side_path(side));
         c.end_line();
         c.finish(Some(b""));
-        let r = expect(c.send_scratch(self.timeout, false).await?, &[201])?;
-        let v = json::parse(&r.body).ok_or(ErrKind::Parse)?;
-        s.token = v
-            .get("session")
-            .and_then(json::Value::as_str)
-            .ok_or(ErrKind::Parse)?
-            .to_string();
-        s.peer_online_at_join = v.get("peer").and_then(json::Value::as_str) == Some("online");
+        expect(c.send_scratch(self.timeout, false).await?, &[201])?;
+        // `session` must be a string; `peer` is online only as the string.
+        let mut token = None;
+        let mut peer = None;
+        json::Reader::new(c.body())
+            .and_then(|mut r| {
+                r.object(|r, key| match &*key {
+                    "session" if token.is_none() => r.str_or_skip().map(|t| token = Some(t)),
+                    "peer" if peer.is_none() => r.str_or_skip().map(|p| peer = Some(p)),
+                    _ => r.skip(),
+                })?;
+                r.end()
+            })
+            .ok_or(ErrKind::Parse)?;
+        s.token = token.flatten().ok_or(ErrKind::Parse)?.into_owned();
+        s.peer_online_at_join = peer.flatten().as_deref() == Some("online");
         Ok(s)
     }
 
@@ -180,7 +287,7 @@ impl Proto {
         &self,
         c: &mut Client,
         s: &mut Session,
-        out: &mut Vec<Event>,
+        out: &mut Events,
     ) -> Result<(), ErrKind> {
         let deadline = self.poll_deadline();
         match self.target {
@@ -196,31 +303,18 @@ impl Proto {
                 c.end_line();
                 c.bearer(&s.token);
                 c.finish(None);
-                let r = expect(c.send_scratch(deadline, false).await?, &[200])?;
-                let v = json::parse(&r.body).ok_or(ErrKind::Parse)?;
-                let events = v
-                    .get("events")
-                    .and_then(json::Value::as_arr)
-                    .ok_or(ErrKind::Parse)?;
-                for e in events {
-                    let seq = e
-                        .get("seq")
-                        .and_then(json::Value::as_u64)
-                        .ok_or(ErrKind::Parse)?;
-                    s.after = s.after.max(seq);
-                    out.push(match e.get("type").and_then(json::Value::as_str) {
-                        Some("peer_online") => Event::PeerOnline,
-                        Some("message") => Event::Message(
-                            e.get("data")
-                                .and_then(json::Value::as_str)
-                                .ok_or(ErrKind::Parse)?
-                                .to_string(),
-                        ),
-                        Some(_) => Event::Other,
-                        None => return Err(ErrKind::Parse),
-                    });
+                expect(c.send_scratch(deadline, false).await?, &[200])?;
+                let len = out.list.len();
+                match read_events(c.body(), out) {
+                    Some(seq) => {
+                        s.after = s.after.max(seq);
+                        Ok(())
+                    }
+                    None => {
+                        out.truncate(len);
+                        Err(ErrKind::Parse)
+                    }
                 }
-                Ok(())
             }
             Target::Nchan => {
                 c.start("GET");
@@ -244,12 +338,12 @@ impl Proto {
                         if r.etag.is_some() {
                             s.etag = r.etag;
                         }
-                        let text = String::from_utf8(r.body).map_err(|_| ErrKind::Parse)?;
-                        out.push(if text == NCHAN_PEER_ONLINE {
-                            Event::PeerOnline
+                        let text = std::str::from_utf8(c.body()).map_err(|_| ErrKind::Parse)?;
+                        if text == NCHAN_PEER_ONLINE {
+                            out.push(Event::PeerOnline, "");
                         } else {
-                            Event::Message(text)
-                        });
+                            out.push(Event::Message, text);
+                        }
                         Ok(())
                     }
                     // Nchan answers a long poll that timed out with 304
@@ -335,8 +429,8 @@ impl Proto {
         };
         c.begin("GET", path);
         c.finish(None);
-        let r = expect(c.send_scratch(self.timeout, false).await?, &[200])?;
-        let text = std::str::from_utf8(&r.body).map_err(|_| ErrKind::Parse)?;
+        expect(c.send_scratch(self.timeout, false).await?, &[200])?;
+        let text = std::str::from_utf8(c.body()).map_err(|_| ErrKind::Parse)?;
         text.lines()
             .filter_map(|l| l.split_once(sep))
             .find(|(k, _)| k.trim() == key)
@@ -392,17 +486,10 @@ pub async fn leave_all(proto: Proto, sessions: &[(Url, Session)], errors: &RefCe
         .add_count("leave_not_tried", not_tried as u64);
 }
 
-/// Cancels every task and waits until each is dropped.
-pub async fn cancel_all<T>(tasks: Vec<smol::Task<T>>) {
-    let cancels: Vec<_> = tasks
-        .into_iter()
-        .map(|t| {
-            Box::pin(async move {
-                t.cancel().await;
-            })
-        })
-        .collect();
-    join_all(cancels).await;
+/// Cancels every task: dropping one of the loop's [`Task`]s drops its
+/// future at once, so its sockets are closed when this returns.
+pub fn cancel_all<T>(tasks: Vec<Task<T>>) {
+    drop(tasks);
 }
 
 /// Drives every future of `futs` to completion, together (a `join_all`
