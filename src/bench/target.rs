@@ -27,7 +27,7 @@
 //! a relayed message costs each one send and one poll.
 
 use super::args::Target;
-use super::http::{with_deadline, Client, ErrKind, Response, Url};
+use super::http::{push_u64, with_deadline, Client, ErrKind, Response, TemplateKey, Url};
 use super::json;
 use super::report::Errors;
 use pairlink::io::rt::Task;
@@ -63,6 +63,27 @@ pub struct Session {
     pub last_modified: Option<String>,
     /// Nchan's cursor: the last answer's `Etag`.
     pub etag: Option<String>,
+    /// Unique to the session (and its clones), so a [`Client`] knows the
+    /// request templates it saved for it.
+    id: u64,
+}
+
+/// [`TemplateKey::op`] of a pairlink poll.
+const OP_POLL: u8 = 0;
+/// [`TemplateKey::op`] of a send (either target).
+const OP_SEND: u8 = 1;
+
+thread_local! {
+    static NEXT_SESSION_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+impl Session {
+    fn key(&self, op: u8) -> TemplateKey {
+        TemplateKey {
+            session: self.id,
+            op,
+        }
+    }
 }
 
 /// The kind of one event of a poll answer.
@@ -223,6 +244,7 @@ impl Proto {
             after: 0,
             last_modified: None,
             etag: None,
+            id: NEXT_SESSION_ID.with(|n| n.replace(n.get() + 1)),
         };
         if self.target == Target::Nchan {
             return Ok(s);
@@ -292,17 +314,23 @@ impl Proto {
         let deadline = self.poll_deadline();
         match self.target {
             Target::Pairlink => {
-                c.start("GET");
-                c.path("/v1/pairs/");
-                c.path(&s.pair);
-                c.path(side_path(s.side));
-                c.path("/events?after=");
-                c.path_u64(s.after);
-                c.path("&timeout_ms=");
-                c.path_u64(self.poll_timeout.as_millis() as u64);
-                c.end_line();
-                c.bearer(&s.token);
-                c.finish(None);
+                let key = s.key(OP_POLL);
+                if !c.write_template(key, |out| push_u64(out, s.after)) {
+                    c.start("GET");
+                    c.path("/v1/pairs/");
+                    c.path(&s.pair);
+                    c.path(side_path(s.side));
+                    c.path("/events?after=");
+                    let head = c.scratch.len();
+                    c.path_u64(s.after);
+                    let tail = c.scratch.len();
+                    c.path("&timeout_ms=");
+                    c.path_u64(self.poll_timeout.as_millis() as u64);
+                    c.end_line();
+                    c.bearer(&s.token);
+                    c.finish(None);
+                    c.save_template(key, 0..head, tail..c.scratch.len());
+                }
                 expect(c.send_scratch(deadline, false).await?, &[200])?;
                 let len = out.list.len();
                 match read_events(c.body(), out) {
@@ -367,13 +395,17 @@ impl Proto {
     ) -> Result<(), ErrKind> {
         match self.target {
             Target::Pairlink => {
-                c.start("POST");
-                c.path("/v1/pairs/");
-                c.path(&s.pair);
-                c.path(side_path(s.side));
-                c.path("/messages");
-                c.end_line();
-                c.bearer(&s.token);
+                if !c.write_template(s.key(OP_SEND), |_| {}) {
+                    c.start("POST");
+                    c.path("/v1/pairs/");
+                    c.path(&s.pair);
+                    c.path(side_path(s.side));
+                    c.path("/messages");
+                    c.end_line();
+                    c.bearer(&s.token);
+                    let end = c.scratch.len();
+                    c.save_template(s.key(OP_SEND), 0..end, end..end);
+                }
                 if let Some(k) = key {
                     c.header("Idempotency-Key", k);
                 }
@@ -381,12 +413,16 @@ impl Proto {
                 expect(c.send_scratch(self.timeout, false).await?, &[202]).map(drop)
             }
             Target::Nchan => {
-                let peer = if s.side == 'a' { 'b' } else { 'a' };
-                c.start("POST");
-                c.path("/pub/");
-                c.path(&s.pair);
-                c.path(channel_suffix(peer));
-                c.end_line();
+                if !c.write_template(s.key(OP_SEND), |_| {}) {
+                    let peer = if s.side == 'a' { 'b' } else { 'a' };
+                    c.start("POST");
+                    c.path("/pub/");
+                    c.path(&s.pair);
+                    c.path(channel_suffix(peer));
+                    c.end_line();
+                    let end = c.scratch.len();
+                    c.save_template(s.key(OP_SEND), 0..end, end..end);
+                }
                 c.finish(Some(data));
                 expect(c.send_scratch(self.timeout, false).await?, &[201, 202]).map(drop)
             }
