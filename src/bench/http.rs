@@ -14,6 +14,8 @@
 //! relay run, and a head is read twice per message.
 
 use pairlink::io::rt::{Io, Timer};
+use pairlink::proto::http::is_tchar;
+use pairlink::proto::swar;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -384,7 +386,7 @@ fn parse_head(
         // A name (a token), then the colon.
         let colon = line
             .iter()
-            .position(|&b| !TOKEN[usize::from(b)])
+            .position(|&b| !is_tchar(b))
             .ok_or(ErrKind::Parse)?;
         if colon == 0 || line[colon] != b':' {
             return Err(ErrKind::Parse);
@@ -429,64 +431,15 @@ fn next_line(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, ErrKind> {
     Ok(None)
 }
 
-/// The bytes of an HTTP token (RFC 9110 `tchar`), as a header name is
-/// made of.
-static TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    t
-};
-
 /// The index of the first byte of `s` that is a control character (below
 /// 0x20) or `x` or `y`, looking at eight bytes at a time: the line ends of
 /// a response head, the quotes and escapes of a JSON string.
 pub fn find_control(s: &[u8], x: u8, y: u8) -> Option<usize> {
-    const LO: u64 = u64::from_le_bytes([1; 8]);
-    const HI: u64 = LO << 7;
-    let (xs, ys) = (LO * u64::from(x), LO * u64::from(y));
-    let mut chunks = s.chunks_exact(8);
-    let mut at = 0;
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
-        let (wx, wy) = (w ^ xs, w ^ ys);
-        // Per test, the lowest flagged byte is a true match (a borrow
-        // only flags bytes above one), so the lowest of all is the first.
-        let m = ((w.wrapping_sub(LO * 0x20) & !w)
-            | (wx.wrapping_sub(LO) & !wx)
-            | (wy.wrapping_sub(LO) & !wy))
-            & HI;
-        if m != 0 {
-            return Some(at + (m.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b < 0x20 || b == x || b == y)
-        .map(|i| at + i)
+    swar::find(
+        s,
+        |w| swar::below(w, 0x20) | swar::eq(w, x) | swar::eq(w, y),
+        |b| b < 0x20 || b == x || b == y,
+    )
 }
 
 /// Takes in one header: the framing of the body, whether the connection

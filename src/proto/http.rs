@@ -394,7 +394,7 @@ fn find_cr_or_lf(bytes: &[u8]) -> Option<usize> {
 }
 
 /// `tchar` of RFC 9110 §5.6.2: the bytes of methods and field names.
-fn is_tchar(b: u8) -> bool {
+pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
