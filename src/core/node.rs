@@ -440,31 +440,14 @@ impl<W> Node<W> {
         if let Some(peer_key) = held[side.peer().index()] {
             self.link_local(now, key, peer_key);
         }
-        let up: Vec<u16> = (1..=self.peers.len() as u16)
-            .filter(|&p| self.is_peer_up(p))
-            .collect();
+        let up = self.up_peers();
         if up.is_empty() {
             self.count_lookup(key, false);
             return Started::Done(self.join_reply(key, 201));
         }
         // Ask every up node at once; the answer waits for all of them or
         // the deadline.
-        let req = self.new_req();
-        let claim = Claim {
-            handle: Handle { key, gen },
-            hlc,
-        };
-        for &p in &up {
-            self.send_frame(
-                p,
-                Frame::Lookup {
-                    req,
-                    pair: pair.clone(),
-                    side,
-                    claim,
-                },
-            );
-        }
+        let req = self.send_lookups(&up, key, gen, hlc, pair, side);
         let deadline = now.saturating_add(self.config.lookup_timeout_ms);
         self.req_deadlines.insert((deadline, req));
         let waiter = make_waiter();
@@ -988,28 +971,11 @@ impl<W> Node<W> {
                 self.offer_link(now, key, peer_addr, peer_hlc);
             }
         }
-        let up: Vec<u16> = (1..=self.peers.len() as u16)
-            .filter(|&p| self.is_peer_up(p))
-            .collect();
+        let up = self.up_peers();
         if up.is_empty() {
             return;
         }
-        let req = self.new_req();
-        let claim = Claim {
-            handle: Handle { key, gen },
-            hlc,
-        };
-        for &p in &up {
-            self.send_frame(
-                p,
-                Frame::Lookup {
-                    req,
-                    pair: pair.clone(),
-                    side,
-                    claim,
-                },
-            );
-        }
+        let req = self.send_lookups(&up, key, gen, hlc, &pair, side);
         self.pending.insert(
             req,
             Pending::Late {
@@ -1060,6 +1026,43 @@ impl<W> Node<W> {
         self.waiting_polls -= 1;
         self.answer(poll.waiter, Reply::ok(body));
         self.set_deadline(key, now.saturating_add(self.config.session_ttl_ms));
+    }
+
+    /// The peers that are up, by index.
+    fn up_peers(&self) -> Vec<u16> {
+        (1..=self.peers.len() as u16)
+            .filter(|&p| self.is_peer_up(p))
+            .collect()
+    }
+
+    /// Sends each of `up` a `Lookup` with session `key`'s claim to
+    /// `(pair, side)`; returns the request id the replies will carry.
+    fn send_lookups(
+        &mut self,
+        up: &[u16],
+        key: u32,
+        gen: u64,
+        hlc: u64,
+        pair: &PairId,
+        side: Side,
+    ) -> u64 {
+        let req = self.new_req();
+        let claim = Claim {
+            handle: Handle { key, gen },
+            hlc,
+        };
+        for &p in up {
+            self.send_frame(
+                p,
+                Frame::Lookup {
+                    req,
+                    pair: pair.clone(),
+                    side,
+                    claim,
+                },
+            );
+        }
+        req
     }
 
     /// The key of the local handler holding `(pair, side)`.
