@@ -365,6 +365,19 @@ impl<W> Node<W> {
                 self.end(now, key, Reason::Left, true);
             }
         }
+        // The other side, held here, links to the asker at once: its client
+        // hears `peer_online` now instead of after the reply and the asker's
+        // `Link` (two trips between the nodes sooner). Should the asker not
+        // link back (it ended, lost its side, or keeps a better link), its
+        // node answers the reply with an `Exit` (`on_lookup_reply`).
+        if let Some(other) = self.registered(&pair, side.peer()) {
+            let asker = Addr {
+                node: peer,
+                key: claim.handle.key,
+                gen: claim.handle.gen,
+            };
+            self.offer_link(now, other, asker, claim.hlc);
+        }
         let a = self.claim_of(&pair, Side::A);
         let b = self.claim_of(&pair, Side::B);
         self.send_frame(peer, Frame::LookupReply { req, a, b });
@@ -426,6 +439,7 @@ impl<W> Node<W> {
             }
             _ => return,
         };
+        let me = Handle { key, gen };
         if let Some(key) = self.local_session(Addr { node: 0, key, gen }) {
             let side = self.sessions[key as usize].side;
             let (same, other) = match side {
@@ -439,32 +453,37 @@ impl<W> Node<W> {
                     lost = true;
                 }
             }
-            if let (false, Some(candidate)) = (lost, other) {
-                let addr = Addr {
-                    node: peer,
-                    key: candidate.handle.key,
-                    gen: candidate.handle.gen,
-                };
-                if let Some(Pending::Join { found_remote, .. }) = self.pending.get_mut(&req) {
-                    *found_remote = true;
-                }
-                if self.offer_link(now, key, addr, candidate.hlc) {
-                    let session = &self.sessions[key as usize];
-                    let from = Claim {
-                        handle: Handle {
-                            key,
-                            gen: session.gen,
-                        },
-                        hlc: session.hlc,
+            if let Some(candidate) = other {
+                if lost {
+                    self.refuse_link(peer, me, candidate.handle);
+                } else {
+                    let addr = Addr {
+                        node: peer,
+                        key: candidate.handle.key,
+                        gen: candidate.handle.gen,
                     };
-                    self.send_frame(
-                        peer,
-                        Frame::Link {
-                            from,
-                            to: candidate.handle,
-                        },
-                    );
+                    if let Some(Pending::Join { found_remote, .. }) = self.pending.get_mut(&req) {
+                        *found_remote = true;
+                    }
+                    if self.offer_link(now, key, addr, candidate.hlc) {
+                        let hlc = self.sessions[key as usize].hlc;
+                        self.send_frame(
+                            peer,
+                            Frame::Link {
+                                from: Claim { handle: me, hlc },
+                                to: candidate.handle,
+                            },
+                        );
+                    } else {
+                        self.refuse_link(peer, me, candidate.handle);
+                    }
                 }
+            }
+        } else {
+            // Gone meanwhile: whoever holds a side there may have linked
+            // to it when the lookup came (`on_lookup`); undo that.
+            for claim in [a, b].into_iter().flatten() {
+                self.refuse_link(peer, me, claim.handle);
             }
         }
         if let Some(Pending::Join { awaiting, .. }) = self.pending.get(&req) {
@@ -472,6 +491,20 @@ impl<W> Node<W> {
                 self.complete_join(req);
             }
         }
+    }
+
+    /// Tells `to` on `peer` that the session `from` here is not linked to
+    /// it: `to` unlinks if it was linked to `from` (and looks again), and
+    /// otherwise ignores it.
+    fn refuse_link(&mut self, peer: u16, from: Handle, to: Handle) {
+        self.send_frame(
+            peer,
+            Frame::Exit {
+                from,
+                to,
+                reason: Reason::Left,
+            },
+        );
     }
 
     /// Answers a join whose lookups are all in (or out of time).
@@ -489,7 +522,9 @@ impl<W> Node<W> {
         };
         // Replies still out after the deadline are still heard: a late
         // one may show a rival claim or the peer.
-        if !awaiting.is_empty() && self.local_session(Addr { node: 0, key, gen }).is_some() {
+        // Kept even when the session is gone: a late reply is then answered
+        // with an `Exit`, undoing a link its node made to the lookup.
+        if !awaiting.is_empty() {
             self.pending
                 .insert(req, Pending::Late { key, gen, awaiting });
         }

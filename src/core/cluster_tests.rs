@@ -256,3 +256,77 @@ fn a_drain_answers_clients_waiting_on_other_nodes() {
     assert_eq!(answered, vec![(5, 503)]);
     assert_eq!(nodes[1].requests_pending(), 0);
 }
+
+/// Moves exactly the frames `from` has queued now to the other node.
+fn deliver_queued(nodes: &mut [TestNode; 2], from: usize, now: Millis) -> Vec<(usize, u32, Reply)> {
+    let mut answers = Vec::new();
+    let mut frames = Vec::new();
+    while let Some(output) = nodes[from].poll_output() {
+        match output {
+            Output::Answer { waiter, reply } => answers.push((from, waiter, reply)),
+            Output::Send { frame, .. } => frames.push(frame),
+        }
+    }
+    for frame in frames {
+        nodes[1 - from].handle_frame(now, 1, frame);
+    }
+    answers
+}
+
+#[test]
+fn a_waiting_poll_hears_peer_online_when_the_lookup_arrives() {
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    // a waits on n1.
+    let waiting = nodes[0].poll(0, &pair("p"), Side::A, &a, 0, Some(25_000), || 9);
+    assert!(matches!(waiting, Started::Waiting(_)));
+    // b joins on n2: only its Lookup reaches n1, no reply and no Link yet.
+    let started = nodes[1].join(1, 1, &pair("p"), Side::B, None, [2; 16], || 2);
+    assert_eq!(started, Started::Waiting(None));
+    assert!(deliver_queued(&mut nodes, 1, 1).is_empty());
+    let answered = deliver_queued(&mut nodes, 0, 1);
+    let poll = answered
+        .iter()
+        .find(|(n, w, _)| (*n, *w) == (0, 9))
+        .expect("a's poll is answered at the lookup");
+    assert_eq!(
+        body(&poll.2),
+        r#"{"peer":"online","events":[{"seq":1,"type":"peer_online"}]}"#
+    );
+    // The rest of the exchange changes nothing for a: one peer_online.
+    let rest = pump(&mut nodes, 1);
+    assert_eq!(rest.len(), 1, "b's join answer: {rest:?}");
+    assert!(body(&rest[0].2).contains("\"peer\":\"online\""));
+    assert_eq!(
+        poll_now(&mut nodes[0], "p", Side::A, &a, 1),
+        r#"{"peer":"online","events":[]}"#
+    );
+}
+
+#[test]
+fn a_link_made_at_the_lookup_is_undone_when_the_asker_is_gone() {
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    // b's lookup reaches n1 and links a; b leaves before the reply is read.
+    nodes[1].join(1, 1, &pair("p"), Side::B, None, [2; 16], || 2);
+    deliver_queued(&mut nodes, 1, 1);
+    assert!(poll_now(&mut nodes[0], "p", Side::A, &a, 0).contains("peer_online"));
+    let b_addr = nodes[1].inspect().next().expect("b lives").addr;
+    let b = Token {
+        node: parse_node_name("n2").unwrap(),
+        key: b_addr.key,
+        gen: b_addr.gen,
+        secret: [2; 16],
+    };
+    assert_eq!(
+        nodes[1].leave(2, &pair("p"), Side::B, &b, || 3),
+        Started::Done(Reply::no_content())
+    );
+    // Now the reply, and what follows: a is told its peer left.
+    pump(&mut nodes, 3);
+    assert_eq!(
+        poll_now(&mut nodes[0], "p", Side::A, &a, 1),
+        r#"{"peer":"offline","events":[{"seq":2,"type":"peer_offline","reason":"left"}]}"#
+    );
+    assert_eq!(nodes[1].sessions_live(), 0);
+}
