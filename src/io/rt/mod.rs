@@ -14,8 +14,8 @@
 //! - each socket is registered once, edge-triggered for both directions;
 //!   its readiness is remembered and cleared when a read or write comes
 //!   back short or `WouldBlock` ([`source`]);
-//! - timers live on this thread (a slab, a FIFO and a heap) and set the
-//!   timeout of the one `epoll_wait` per turn ([`timer`]);
+//! - timers live on this thread (a slab, lanes per duration and a heap)
+//!   and set the timeout of the one `epoll_wait` per turn ([`timer`]);
 //! - tasks run on [`LocalExecutor`]: a slab, a run queue and a LIFO slot,
 //!   a wake on this thread costing a push ([`executor`]);
 //! - the eventfd is written only when another thread wakes a task while

@@ -171,8 +171,13 @@ impl Reactor {
 
     /// Registers a timer; the id is what [`Reactor::update_timer`] and
     /// [`Reactor::remove_timer`] take.
-    pub(super) fn insert_timer(&self, at: Instant, waker: &Waker) -> TimerId {
-        self.timers.borrow_mut().insert(at, waker)
+    pub(super) fn insert_timer(
+        &self,
+        at: Instant,
+        every: Option<Duration>,
+        waker: &Waker,
+    ) -> TimerId {
+        self.timers.borrow_mut().insert(at, every, waker)
     }
 
     /// Keeps the newest waker of a registered timer. False when it fired.
@@ -258,25 +263,32 @@ pub(super) struct TimerId {
     seq: u64,
 }
 
-/// The thread's timers: a slab of live ones, and their deadlines in a FIFO
+/// The thread's timers: a slab of live ones, and their deadlines in lanes
 /// or a min-heap.
 ///
-/// Most timers here are header timeouts, `now + the same duration`, so
-/// their deadlines come in order: a timer due no sooner than the FIFO's
-/// last goes at its back (O(1)), any other into the heap (O(log n)).
-/// Cancelling (the common case: the request came) only frees the slot; the
-/// queued entry goes stale and is skipped when it comes to the front, or
-/// dropped by a sweep once stale entries outnumber live ones (O(n), paid
-/// for by as many cancellations). The `BTreeMap` this replaces did a
-/// search and a rebalance for both.
+/// Most timers here are header timeouts, `now` plus one duration, so their
+/// deadlines come in order: a timer made with `Timer::after(d)` goes to the
+/// back of the lane of `d` (O(1)), whatever other timers there are; any
+/// other, or one past [`TIMER_LANES_MAX`] durations, into the heap
+/// (O(log n)). Cancelling (the common case: the request came) only frees
+/// the slot; the queued entry goes stale and is skipped when it comes to
+/// the front, or dropped by a sweep once stale entries outnumber live ones
+/// (O(n), paid for by as many cancellations). The `BTreeMap` this replaces
+/// did a search and a rebalance for both.
 #[derive(Debug, Default)]
 struct Timers {
     entries: Slab<TimerEntry>,
-    /// `(deadline, seq, slot)`, in deadline order by construction.
-    fifo: VecDeque<(Instant, u64, usize)>,
+    /// Per duration, `(deadline, seq, slot)` in deadline order.
+    lanes: Vec<Lane>,
     /// `(deadline, seq, slot)`, soonest first.
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Lane {
+    every: Duration,
+    queue: VecDeque<(Instant, u64, usize)>,
 }
 
 #[derive(Debug)]
@@ -287,21 +299,44 @@ struct TimerEntry {
 
 /// Stale queue entries kept before a sweep, at least.
 const TIMER_STALE_MIN: usize = 1024;
+/// Durations with a lane of their own; an empty lane is reused for another.
+const TIMER_LANES_MAX: usize = 4;
 
 impl Timers {
-    fn insert(&mut self, at: Instant, waker: &Waker) -> TimerId {
+    /// Registers a timer due at `at`, made as `now + every` when `every`
+    /// is given.
+    fn insert(&mut self, at: Instant, every: Option<Duration>, waker: &Waker) -> TimerId {
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
         let key = self.entries.insert(TimerEntry {
             seq,
             waker: waker.clone(),
         });
-        if self.fifo.back().is_none_or(|&(last, _, _)| at >= last) {
-            self.fifo.push_back((at, seq, key));
-        } else {
-            self.heap.push(Reverse((at, seq, key)));
+        let lane = every.and_then(|d| self.lane(d));
+        match lane.map(|i| &mut self.lanes[i].queue) {
+            Some(queue) if queue.back().is_none_or(|&(last, _, _)| at >= last) => {
+                queue.push_back((at, seq, key));
+            }
+            _ => self.heap.push(Reverse((at, seq, key))),
         }
         TimerId { key, seq }
+    }
+
+    /// The lane of `every`: its own, a new one, or an empty one taken over.
+    fn lane(&mut self, every: Duration) -> Option<usize> {
+        if let Some(i) = self.lanes.iter().position(|l| l.every == every) {
+            return Some(i);
+        }
+        if self.lanes.len() < TIMER_LANES_MAX {
+            self.lanes.push(Lane {
+                every,
+                queue: VecDeque::new(),
+            });
+            return Some(self.lanes.len() - 1);
+        }
+        let i = self.lanes.iter().position(|l| l.queue.is_empty())?;
+        self.lanes[i].every = every;
+        Some(i)
     }
 
     fn update(&mut self, id: TimerId, waker: &Waker) -> bool {
@@ -320,12 +355,14 @@ impl Timers {
         if self.entries.get(id.key).is_some_and(|e| e.seq == id.seq) {
             self.entries.remove(id.key);
         }
-        let queued = self.fifo.len() + self.heap.len();
+        let queued = self.lanes.iter().map(|l| l.queue.len()).sum::<usize>() + self.heap.len();
         let stale = queued.saturating_sub(self.entries.len());
         if stale > TIMER_STALE_MIN.max(self.entries.len()) {
             let entries = &self.entries;
             let live = |seq: u64, key: usize| entries.get(key).is_some_and(|e| e.seq == seq);
-            self.fifo.retain(|&(_, seq, key)| live(seq, key));
+            for lane in &mut self.lanes {
+                lane.queue.retain(|&(_, seq, key)| live(seq, key));
+            }
             self.heap.retain(|Reverse((_, seq, key))| live(*seq, *key));
         }
     }
@@ -336,34 +373,36 @@ impl Timers {
 
     /// The soonest live deadline; stale entries in front are dropped.
     fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(&(_, seq, key)) = self.fifo.front() {
-            if self.is_live(seq, key) {
-                break;
+        let mut soonest: Option<Instant> = None;
+        for i in 0..self.lanes.len() {
+            while let Some(&(at, seq, key)) = self.lanes[i].queue.front() {
+                if self.is_live(seq, key) {
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                    break;
+                }
+                self.lanes[i].queue.pop_front();
             }
-            self.fifo.pop_front();
         }
-        while let Some(&Reverse((_, seq, key))) = self.heap.peek() {
+        while let Some(&Reverse((at, seq, key))) = self.heap.peek() {
             if self.is_live(seq, key) {
+                soonest = Some(soonest.map_or(at, |s| s.min(at)));
                 break;
             }
             self.heap.pop();
         }
-        let fifo = self.fifo.front().map(|e| e.0);
-        let heap = self.heap.peek().map(|e| e.0 .0);
-        match (fifo, heap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        soonest
     }
 
     /// Takes the wakers of every timer due at `now`.
     fn fire_due(&mut self, now: Instant, wake: &mut Vec<Waker>) {
-        while let Some(&(at, seq, key)) = self.fifo.front() {
-            if at > now {
-                break;
+        for i in 0..self.lanes.len() {
+            while let Some(&(at, seq, key)) = self.lanes[i].queue.front() {
+                if at > now {
+                    break;
+                }
+                self.lanes[i].queue.pop_front();
+                self.take(seq, key, wake);
             }
-            self.fifo.pop_front();
-            self.take(seq, key, wake);
         }
         while let Some(&Reverse((at, seq, key))) = self.heap.peek() {
             if at > now {
@@ -435,9 +474,9 @@ mod tests {
         let (late, wl) = waker();
         let (early, we) = waker();
         let (gone, wg) = waker();
-        timers.insert(ms(30), &wl);
-        timers.insert(ms(10), &we);
-        let cancelled = timers.insert(ms(5), &wg);
+        timers.insert(ms(30), Some(Duration::from_millis(30)), &wl);
+        timers.insert(ms(10), None, &we);
+        let cancelled = timers.insert(ms(5), Some(Duration::from_millis(5)), &wg);
         timers.remove(cancelled);
         assert_eq!(
             timers.next_deadline(),
@@ -461,9 +500,9 @@ mod tests {
         let t0 = Instant::now();
         let mut timers = Timers::default();
         let (_, w) = waker();
-        let old = timers.insert(t0 + Duration::from_secs(5), &w);
+        let old = timers.insert(t0 + Duration::from_secs(5), None, &w);
         timers.remove(old);
-        let new = timers.insert(t0 + Duration::from_secs(9), &w);
+        let new = timers.insert(t0 + Duration::from_secs(9), None, &w);
         assert_eq!(old.key, new.key, "the slot is reused");
         assert!(!timers.update(old, &w), "the old id is dead");
         timers.remove(old); // must not cancel the new timer
@@ -472,25 +511,65 @@ mod tests {
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(9)));
     }
 
+    fn queued(timers: &Timers) -> usize {
+        timers.heap.len() + timers.lanes.iter().map(|l| l.queue.len()).sum::<usize>()
+    }
+
+    #[test]
+    fn timers_of_one_duration_stay_in_their_lane_next_to_any_other() {
+        // A far deadline (a long poll's) and a jittered backoff do not push
+        // the header timeouts out of their lane into the heap.
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        let (_, w) = waker();
+        let header = Duration::from_secs(10);
+        timers.insert(t0 + Duration::from_secs(120), None, &w);
+        timers.insert(
+            t0 + Duration::from_millis(1234),
+            Some(Duration::from_millis(1234)),
+            &w,
+        );
+        for i in 0..100u64 {
+            let at = t0 + Duration::from_millis(i) + header;
+            let id = timers.insert(at, Some(header), &w);
+            if i % 2 == 0 {
+                timers.remove(id);
+            }
+        }
+        let lane = timers.lanes.iter().find(|l| l.every == header).unwrap();
+        assert_eq!(lane.queue.len(), 100);
+        assert_eq!(timers.heap.len(), 1, "only the far deadline");
+        // More durations than lanes: the rest go to the heap, still due in order.
+        for d in 1..=10u64 {
+            let d = Duration::from_secs(d);
+            timers.insert(t0 + d, Some(d), &w);
+        }
+        assert!(timers.lanes.len() <= TIMER_LANES_MAX);
+        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        let mut wake = Vec::new();
+        timers.fire_due(t0 + Duration::from_millis(10_049), &mut wake);
+        // 1234 ms, 1..=10 s, and the 25 live header timeouts due by then.
+        assert_eq!(wake.len(), 1 + 10 + 25);
+    }
+
     #[test]
     fn stale_entries_stay_bounded_under_churn() {
         let t0 = Instant::now();
         let mut timers = Timers::default();
         let (_, w) = waker();
         let keep: Vec<TimerId> = (0..100)
-            .map(|i| timers.insert(t0 + Duration::from_secs(1000 + i), &w))
+            .map(|i| timers.insert(t0 + Duration::from_secs(1000 + i), None, &w))
             .collect();
-        // Sooner than the FIFO's last: into the heap; then later: the FIFO.
+        // Through the heap (no duration), then through a lane.
         for i in 0..200_000u64 {
-            let base = if i < 100_000 { 10 } else { 2000 };
+            let every = (i >= 100_000).then_some(Duration::from_secs(10));
             let id = timers.insert(
-                t0 + Duration::from_secs(base) + Duration::from_micros(i),
+                t0 + Duration::from_secs(10) + Duration::from_micros(i),
+                every,
                 &w,
             );
             timers.remove(id);
-            assert!(
-                timers.heap.len() + timers.fifo.len() <= timers.entries.len() + TIMER_STALE_MIN + 1
-            );
+            assert!(queued(&timers) <= timers.entries.len() + TIMER_STALE_MIN + 1);
         }
         assert_eq!(timers.entries.len(), keep.len());
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1000)));

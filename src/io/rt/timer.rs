@@ -1,5 +1,5 @@
-//! Timers on the thread's reactor: a deadline in a heap, no system call to
-//! set one or to cancel it.
+//! Timers on the thread's reactor: a deadline in a lane or a heap, no
+//! system call to set one or to cancel it.
 
 use super::reactor::{Reactor, TimerId};
 use std::future::Future;
@@ -14,12 +14,19 @@ pub struct Timer {
     at: Option<Instant>,
     /// The id it is registered under, once polled.
     id: Option<TimerId>,
+    /// Made as `now + every`: such timers are kept in deadline order per
+    /// duration, at O(1) (the reactor's lanes).
+    every: Option<Duration>,
 }
 
 impl Timer {
     /// Fires `d` from now.
     pub fn after(d: Duration) -> Timer {
-        Timer::at(Instant::now().checked_add(d).unwrap_or_else(far_future))
+        Timer {
+            at: Some(Instant::now().checked_add(d).unwrap_or_else(far_future)),
+            id: None,
+            every: Some(d),
+        }
     }
 
     /// Fires at `at`.
@@ -27,18 +34,24 @@ impl Timer {
         Timer {
             at: Some(at),
             id: None,
+            every: None,
         }
     }
 
     /// Never fires.
     pub fn never() -> Timer {
-        Timer { at: None, id: None }
+        Timer {
+            at: None,
+            id: None,
+            every: None,
+        }
     }
 
     /// Moves the deadline to `d` from now.
     pub fn set_after(&mut self, d: Duration) {
         self.deregister();
         self.at = Some(Instant::now().checked_add(d).unwrap_or_else(far_future));
+        self.every = Some(d);
     }
 
     fn deregister(&mut self) {
@@ -74,7 +87,7 @@ impl Future for Timer {
             .id
             .is_some_and(|id| reactor.update_timer(id, cx.waker()));
         if !registered {
-            self.id = Some(reactor.insert_timer(at, cx.waker()));
+            self.id = Some(reactor.insert_timer(at, self.every, cx.waker()));
         }
         Poll::Pending
     }
