@@ -152,6 +152,14 @@ impl Remote {
     }
 }
 
+/// Stores `waker` in `slot`, cloning only when it is a different one (the
+/// loop's waker is the same on every turn).
+fn keep_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        *slot = Some(waker.clone());
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -366,7 +374,7 @@ impl LocalExecutor {
         let main_waker = Waker::from(main_wake.clone());
         let inner = &self.inner;
         poll_fn(|cx| {
-            *lock(&main_wake.loop_waker) = Some(cx.waker().clone());
+            keep_waker(&mut lock(&main_wake.loop_waker), cx.waker());
             if main_wake.woken.swap(false, Ordering::AcqRel) {
                 if let Poll::Ready(out) = main.as_mut().poll(&mut Context::from_waker(&main_waker))
                 {
@@ -379,8 +387,8 @@ impl LocalExecutor {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            *inner.loop_waker.borrow_mut() = Some(cx.waker().clone());
-            *lock(&inner.remote.loop_waker) = Some(cx.waker().clone());
+            keep_waker(&mut inner.loop_waker.borrow_mut(), cx.waker());
+            keep_waker(&mut lock(&inner.remote.loop_waker), cx.waker());
             inner.idle.set(true);
             // A wake from another thread between the tick and here found
             // no waker: look once more.
