@@ -36,11 +36,7 @@ struct Run {
 
 /// Runs the workload and builds its report.
 pub async fn run(ex: Rc<LocalExecutor>, args: Args) -> Outcome {
-    let proto = Proto {
-        target: args.target,
-        timeout: args.timeout,
-        poll_timeout: args.poll_timeout,
-    };
+    let proto = Proto::of(&args);
     let meter = Meter::new(&args.pids);
     let mut cpu_meter = Meter::new(&args.pids);
     let mut own = Meter::new(&[std::process::id()]);

@@ -47,11 +47,7 @@ struct Run {
 
 /// Runs the workload and builds its report.
 pub async fn run(ex: Rc<LocalExecutor>, args: Args) -> Outcome {
-    let proto = Proto {
-        target: args.target,
-        timeout: args.timeout,
-        poll_timeout: args.poll_timeout,
-    };
+    let proto = Proto::of(&args);
     let n = args.urls.len();
     let workers = args.concurrency.min(args.pairs) as usize;
     let mut clients: Vec<(Client, Client)> = (0..workers)

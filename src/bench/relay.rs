@@ -149,11 +149,7 @@ fn parse_payload(text: &str) -> Option<(u64, u64)> {
 
 /// Runs the workload and builds its report.
 pub async fn run(ex: Rc<LocalExecutor>, args: Args) -> Outcome {
-    let proto = Proto {
-        target: args.target,
-        timeout: args.timeout,
-        poll_timeout: args.poll_timeout,
-    };
+    let proto = Proto::of(&args);
     let now = Instant::now();
     let run = Rc::new(Run {
         proto,

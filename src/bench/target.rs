@@ -207,6 +207,17 @@ pub struct Proto {
     pub poll_timeout: Duration,
 }
 
+impl Proto {
+    /// The protocol and deadlines a run's options ask for.
+    pub fn of(args: &super::args::Args) -> Proto {
+        Proto {
+            target: args.target,
+            timeout: args.timeout,
+            poll_timeout: args.poll_timeout,
+        }
+    }
+}
+
 /// `/a` or `/b`: the side's path segment.
 fn side_path(side: char) -> &'static str {
     if side == 'a' {
