@@ -144,7 +144,7 @@ fn bearer(request: &Request) -> Result<Token, Response> {
 
 /// The bearer token of a request, if it has one of this server's form.
 fn bearer_token(request: &Request) -> Option<Token> {
-    Token::parse(bearer_value(request.authorization.as_deref()?)?)
+    Token::parse(bearer_value(request.authorization?)?)
 }
 
 /// The token bytes of `Bearer <token>` (scheme case-insensitive).
@@ -231,7 +231,7 @@ impl<W> Api<W> {
         secret: &mut dyn FnMut() -> Option<[u8; SECRET_BYTES]>,
         make_waiter: impl FnOnce() -> W,
     ) -> Result<Started, Response> {
-        let (path, query) = cut(&request.target, b'?').unwrap_or((&request.target, ""));
+        let (path, query) = cut(request.target, b'?').unwrap_or((request.target, ""));
         let Some(route) = route(path) else {
             return Err(Response::error(404, "not_found", "no such path"));
         };
@@ -311,7 +311,7 @@ impl<W> Api<W> {
             }
             Route::Messages(pair, side) => {
                 let (pair, side) = parse_ids(pair, side)?;
-                let key = request.idempotency_key.as_deref();
+                let key = request.idempotency_key;
                 if key.is_some_and(|k| {
                     k.is_empty()
                         || k.len() > IDEMPOTENCY_KEY_BYTES_MAX
@@ -323,7 +323,7 @@ impl<W> Api<W> {
                         "Idempotency-Key is 1 to 64 visible ASCII characters",
                     ));
                 }
-                let data = std::str::from_utf8(&request.body).map_err(|_| {
+                let data = std::str::from_utf8(request.body).map_err(|_| {
                     Response::error(400, "bad_utf8", "the message body must be UTF-8 text")
                 })?;
                 let token = bearer(request)?;

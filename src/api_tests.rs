@@ -24,15 +24,20 @@ fn api(cors: Option<&str>) -> Api<u32> {
     )
 }
 
-fn request(method: Method, target: &str, auth: Option<&str>, body: &[u8]) -> Request {
+fn request<'a>(
+    method: Method,
+    target: &'a str,
+    auth: Option<&'a str>,
+    body: &'a [u8],
+) -> Request<'a> {
     Request {
         method,
-        target: target.to_string(),
+        target,
         version: Version::Http11,
         keep_alive: true,
-        authorization: auth.map(|a| a.as_bytes().to_vec()),
+        authorization: auth.map(str::as_bytes),
         idempotency_key: None,
-        body: body.to_vec(),
+        body,
     }
 }
 
@@ -207,7 +212,7 @@ fn send_validation() {
     assert_eq!(code(&bad_utf8), "bad_utf8");
     for key in [&b""[..], b"has space", &[b'k'; 65], b"\x7f"] {
         let mut req = request(Method::Post, "/v1/pairs/p/a/messages", Some(&auth), b"x");
-        req.idempotency_key = Some(key.to_vec());
+        req.idempotency_key = Some(key);
         assert_eq!(code(&respond(&mut api, &req)), "bad_idempotency_key");
     }
     for bad in ["Basic abc", "Bearer", "Bearer garbage", "Token x"] {

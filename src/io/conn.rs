@@ -12,7 +12,7 @@ use super::Shared;
 use crate::api::{self, Handled};
 use crate::core::CancelKey;
 use crate::limits::{HEAD_BYTES_MAX, IDLE_BUFFER_BYTES_MAX, PIPELINE_BYTES_MAX, READ_CHUNK_BYTES};
-use crate::proto::http::{Framer, HttpError, Method, Progress, Request};
+use crate::proto::http::{Framed, Framer, HttpError, Method, Progress};
 use crate::proto::response::{self, Cors, Response};
 use smol::future;
 use std::io::{self, Read};
@@ -42,7 +42,8 @@ pub async fn serve(shared: Rc<Shared>, stream: Io<TcpStream>) {
 
 /// What reading a request gave.
 enum Read_ {
-    Request(Request),
+    /// A request at the front of the buffer, `consumed` bytes long.
+    Request(Framed, usize),
     /// Closed by the client, or idle past the header timeout.
     Closed,
     /// A framing error to answer before closing.
@@ -66,24 +67,31 @@ impl Conn {
             let (handled, wait, close, head_only) = {
                 // Boxed: the framer and the header timer live only while a
                 // request is being read, not while a poll waits.
-                let request = match Box::pin(self.read_request()).await? {
-                    Read_::Request(r) => r,
+                let (framed, consumed) = match Box::pin(self.read_request()).await? {
+                    Read_::Request(framed, consumed) => (framed, consumed),
                     Read_::Closed => return Ok(()),
                     Read_::Refuse(status, code, message) => {
-                        let mut r = Response::error(status, code, message);
-                        r.close = true;
-                        self.respond(&r, false).await?;
-                        Box::pin(self.linger()).await;
-                        return Ok(());
+                        return self.refuse(status, code, message).await;
                     }
                 };
+                // The request borrows the buffer until it is handled; only
+                // then are its bytes dropped.
+                let request = match framed.request(&self.buf) {
+                    Ok(request) => request,
+                    Err(e) => return self.refuse(e.status(), e.code(), refusal_message(e)).await,
+                };
                 let (handled, wait) = self.shared.handle(&request);
-                (
+                let done = (
                     handled,
                     wait,
                     !request.keep_alive,
                     request.method == Method::Head,
-                )
+                );
+                self.buf.drain(..consumed);
+                if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_BYTES_MAX {
+                    self.buf = Vec::new();
+                }
+                done
             };
             let shared = self.shared.clone();
             let in_flight = shared.in_flight();
@@ -110,6 +118,20 @@ impl Conn {
         }
     }
 
+    /// Answers a request that cannot be served, and closes.
+    async fn refuse(
+        &mut self,
+        status: u16,
+        code: &'static str,
+        message: &'static str,
+    ) -> io::Result<()> {
+        let mut r = Response::error(status, code, message);
+        r.close = true;
+        self.respond(&r, false).await?;
+        Box::pin(self.linger()).await;
+        Ok(())
+    }
+
     /// Reads until a whole request is framed, within the header timeout
     /// (once for the head, once again for the body).
     async fn read_request(&mut self) -> io::Result<Read_> {
@@ -118,11 +140,7 @@ impl Conn {
         loop {
             let expect_continue = match framer.advance(&self.buf) {
                 Ok(Progress::Complete { request, consumed }) => {
-                    self.buf.drain(..consumed);
-                    if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_BYTES_MAX {
-                        self.buf = Vec::new();
-                    }
-                    return Ok(Read_::Request(request));
+                    return Ok(Read_::Request(request, consumed));
                 }
                 Ok(Progress::HeadComplete { expect_continue }) => {
                     timer.set_after(self.shared.header_timeout);
@@ -349,13 +367,16 @@ fn raw_request_bytes_max(body_bytes_max: usize) -> usize {
 const RAW_SLACK_BYTES: usize = 16 * 1024;
 
 fn refusal(e: HttpError) -> Read_ {
-    let message = match e {
+    Read_::Refuse(e.status(), e.code(), refusal_message(e))
+}
+
+fn refusal_message(e: HttpError) -> &'static str {
+    match e {
         HttpError::BadRequest => "malformed request",
         HttpError::PayloadTooLarge => "the body is over the limit",
         HttpError::UriTooLong => "the request target is over 8 KiB",
         HttpError::HeadersTooLarge => "the request headers are over 16 KiB",
         HttpError::NotImplemented => "only Transfer-Encoding: chunked is supported",
         HttpError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
-    };
-    Read_::Refuse(e.status(), e.code(), message)
+    }
 }

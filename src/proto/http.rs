@@ -56,6 +56,7 @@
 //!   required).
 
 use super::swar;
+use std::ops::Range;
 
 /// Field lines a head usually has, at most: such a head is split with a
 /// small slot array.
@@ -150,23 +151,66 @@ pub enum Version {
     Http11,
 }
 
-/// A complete request, owned.
+/// A complete request, borrowed from the connection's buffer (see
+/// [`Framed::request`]): framing one allocates nothing but a chunked body.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<'a> {
     /// Method.
     pub method: Method,
     /// The raw request target (`/path?query`).
-    pub target: String,
+    pub target: &'a str,
     /// Version.
     pub version: Version,
     /// Whether the connection may stay open after the response.
     pub keep_alive: bool,
     /// The `Authorization` header value, if any.
-    pub authorization: Option<Vec<u8>>,
+    pub authorization: Option<&'a [u8]>,
     /// The `Idempotency-Key` header value, if any.
-    pub idempotency_key: Option<Vec<u8>>,
-    /// The decoded body.
-    pub body: Vec<u8>,
+    pub idempotency_key: Option<&'a [u8]>,
+    /// The body: from the buffer when it came with `Content-Length`, from
+    /// the [`Framed`] when it was decoded from chunks.
+    pub body: &'a [u8],
+}
+
+/// A complete request as offsets into the buffer it was framed from; the
+/// caller reads it with [`Framed::request`] before dropping those bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Framed {
+    head: Head,
+    /// A chunked body, decoded; `None` for a `Content-Length` body, which
+    /// is `body` of the buffer.
+    decoded: Option<Vec<u8>>,
+    body: Range<usize>,
+}
+
+impl Framed {
+    /// The request, borrowing from `buf`: the buffer given to the
+    /// [`Framer::advance`] call that returned this, before `consumed` bytes
+    /// are dropped from it.
+    ///
+    /// # Errors
+    ///
+    /// `BadRequest` if `buf` is not that buffer (an offset is out of it).
+    pub fn request<'a>(&'a self, buf: &'a [u8]) -> Result<Request<'a>, HttpError> {
+        let bytes = |range: &Range<usize>| buf.get(range.clone()).ok_or(HttpError::BadRequest);
+        let head = &self.head;
+        // Visible ASCII by the scanner's rules, so valid UTF-8.
+        let target =
+            std::str::from_utf8(bytes(&head.target)?).map_err(|_| HttpError::BadRequest)?;
+        let body = match &self.decoded {
+            Some(decoded) => &decoded[..],
+            None => bytes(&self.body)?,
+        };
+        Ok(Request {
+            method: head.method,
+            target,
+            version: head.version,
+            keep_alive: head.keep_alive,
+            authorization: head.authorization.as_ref().map(bytes).transpose()?,
+            idempotency_key: head.idempotency_key.as_ref().map(bytes).transpose()?,
+            body,
+        })
+    }
 }
 
 /// Why a request was refused; each closes the connection after its response.
@@ -244,8 +288,8 @@ pub enum Progress {
     },
     /// A whole request.
     Complete {
-        /// The request.
-        request: Request,
+        /// The request, read with [`Framed::request`].
+        request: Framed,
         /// Bytes of the buffer it used.
         consumed: usize,
     },
@@ -362,21 +406,14 @@ impl Framer {
         let Phase::Body(pending) = phase else {
             return Err(HttpError::BadRequest);
         };
-        let body = match pending.body {
-            Body::Length { start, end } => {
-                buf.get(start..end).ok_or(HttpError::BadRequest)?.to_vec()
-            }
-            Body::Chunked(decoder) => decoder.body,
+        let (decoded, body) = match pending.body {
+            Body::Length { start, end } => (None, start..end),
+            Body::Chunked(decoder) => (Some(decoder.body), 0..0),
         };
-        let head = pending.head;
         Ok(Progress::Complete {
-            request: Request {
-                method: head.method,
-                target: head.target,
-                version: head.version,
-                keep_alive: head.keep_alive,
-                authorization: head.authorization,
-                idempotency_key: head.idempotency_key,
+            request: Framed {
+                head: pending.head,
+                decoded,
                 body,
             },
             consumed,
@@ -392,6 +429,19 @@ fn find_cr_or_lf(bytes: &[u8]) -> Option<usize> {
         |b| b == b'\r' || b == b'\n',
     )
 }
+
+/// The offset of the first byte of `bytes` that cannot be in a request
+/// target (see [`is_target_byte`]), eight bytes at a time.
+fn find_non_target_byte(bytes: &[u8]) -> Option<usize> {
+    swar::find(
+        bytes,
+        |w| swar::below(w, 0x21) | swar::eq(w, 0x7f) | (w & swar::HIGHS),
+        |b| !is_target_byte(b),
+    )
+}
+
+/// `HTTP/D.D` and the CR after it.
+const VERSION_BYTES: usize = 9;
 
 /// `tchar` of RFC 9110 §5.6.2: the bytes of methods and field names.
 pub fn is_tchar(b: u8) -> bool {
@@ -521,48 +571,71 @@ impl HeadScan {
         limits: &Limits,
     ) -> Result<Option<usize>, HttpError> {
         let mut i = *pos;
-        while let Some(&b) = buf.get(i) {
-            let run = self.skip_run(buf.get(i..).unwrap_or_default(), i, limits);
-            if run > 0 {
-                i += run;
+        loop {
+            i += self.skip_run(buf.get(i..).unwrap_or_default(), i, limits);
+            let Some(&b) = buf.get(i) else {
                 *pos = i;
-                continue;
-            }
+                return Ok(None);
+            };
             let complete = self.step(i, b, limits)?;
             i += 1;
-            *pos = i;
             if complete {
+                *pos = i;
                 return Ok(Some(i));
             }
         }
-        Ok(None)
     }
 
     /// How many bytes from the start of `rest` (at offset `i`) [`Self::step`]
-    /// would take without changing state or failing: the inside of a field
-    /// line (anything but CR and LF; httparse checks it later) and of the
-    /// request target. The run stops short of either limit, so the byte
-    /// that crosses one still goes through `step` and fails as it would
-    /// have. Most bytes of a head are skipped this way, a few instructions
-    /// each instead of a trip through the state machine.
+    /// would take one by one without failing, taken at once: the rest of
+    /// the method, the request target, a whole `HTTP/D.D` CR, and the
+    /// inside of a field line (anything but CR and LF; httparse checks it
+    /// later). A run stops short of every limit, so the byte that crosses
+    /// one still goes through `step` and fails as it would have. Most
+    /// bytes of a head are taken this way, a few instructions each instead
+    /// of a trip through the state machine.
     fn skip_run(&mut self, rest: &[u8], i: usize, limits: &Limits) -> usize {
-        let head_room = limits
-            .head_bytes_max
-            .saturating_sub(i.saturating_sub(self.head_start));
+        // Bytes the head may still take; only read once the head started
+        // (every state with a run comes after the method's first byte).
+        let head_room = || {
+            self.head_start
+                .saturating_add(limits.head_bytes_max)
+                .saturating_sub(i)
+        };
         match self.state {
             HeadState::FieldLine => {
-                let rest = rest.get(..head_room).unwrap_or(rest);
+                let rest = rest.get(..head_room()).unwrap_or(rest);
                 find_cr_or_lf(rest).unwrap_or(rest.len())
             }
             HeadState::Target => {
-                let room = head_room.min(limits.target_bytes_max.saturating_sub(self.target_bytes));
+                let room =
+                    head_room().min(limits.target_bytes_max.saturating_sub(self.target_bytes));
                 let rest = rest.get(..room).unwrap_or(rest);
-                let run = rest
-                    .iter()
-                    .position(|&b| !is_target_byte(b))
-                    .unwrap_or(rest.len());
+                let run = find_non_target_byte(rest).unwrap_or(rest.len());
                 self.target_bytes += run;
                 run
+            }
+            HeadState::Method => {
+                let room = head_room().min(METHOD_BYTES_MAX.saturating_sub(self.method_bytes));
+                let rest = rest.get(..room).unwrap_or(rest);
+                let run = rest.iter().take_while(|&&b| is_tchar(b)).count();
+                self.method_bytes += run;
+                run
+            }
+            HeadState::Version if self.version_bytes == 0 && head_room() >= VERSION_BYTES => {
+                // The usual whole `HTTP/1.1` CR at once; anything else
+                // (a split, a malformed version) goes byte by byte.
+                match rest.get(..VERSION_BYTES) {
+                    Some(&[b'H', b'T', b'T', b'P', b'/', major, b'.', minor, b'\r'])
+                        if major.is_ascii_digit() && minor.is_ascii_digit() =>
+                    {
+                        self.version_digits = [major, minor];
+                        self.version_bytes = VERSION_BYTES;
+                        self.state = HeadState::RequestLineLf;
+                        VERSION_BYTES
+                    }
+                    _ => 0,
+                }
             }
             _ => 0,
         }
@@ -712,10 +785,7 @@ impl HeadScan {
             .get(self.head_start..method_end)
             .ok_or(HttpError::BadRequest)?;
         let target_start = method_end + 1;
-        let target = buf
-            .get(target_start..target_start + self.target_bytes)
-            .ok_or(HttpError::BadRequest)?;
-        let target = std::str::from_utf8(target).map_err(|_| HttpError::BadRequest)?;
+        let target = target_start..target_start + self.target_bytes;
 
         let block = buf
             .get(self.fields_start..head_end)
@@ -748,30 +818,33 @@ impl HeadScan {
         let mut idempotency_key: Option<&[u8]> = None;
         for field in fields {
             let name = field.name.as_bytes();
-            let value = trim_ows(field.value);
-            if name.eq_ignore_ascii_case(b"content-length") {
-                let digits = content_length_digits(value)?;
-                match content_length {
-                    Some(first) if first != digits => return Err(HttpError::BadRequest),
-                    _ => content_length = Some(digits),
+            // The names we read differ in length: one comparison a field,
+            // and none for the others (`Host`, `Content-Type`, ...).
+            let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+            match name.len() {
+                14 if is(b"content-length") => {
+                    let digits = content_length_digits(trim_ows(field.value))?;
+                    match content_length {
+                        Some(first) if first != digits => return Err(HttpError::BadRequest),
+                        _ => content_length = Some(digits),
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                transfer_encodings += 1;
-                chunked = value.eq_ignore_ascii_case(b"chunked");
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                close |= value
-                    .split(|&b| b == b',')
-                    .any(|token| trim_ows(token).eq_ignore_ascii_case(b"close"));
-            } else if name.eq_ignore_ascii_case(b"expect") {
-                expect_100 |= value.eq_ignore_ascii_case(b"100-continue");
-            } else if name.eq_ignore_ascii_case(b"authorization") {
-                if authorization.replace(value).is_some() {
-                    return Err(HttpError::BadRequest);
+                17 if is(b"transfer-encoding") => {
+                    transfer_encodings += 1;
+                    chunked = trim_ows(field.value).eq_ignore_ascii_case(b"chunked");
                 }
-            } else if name.eq_ignore_ascii_case(b"idempotency-key")
-                && idempotency_key.replace(value).is_some()
-            {
-                return Err(HttpError::BadRequest);
+                10 if is(b"connection") => {
+                    close |= field
+                        .value
+                        .split(|&b| b == b',')
+                        .any(|token| trim_ows(token).eq_ignore_ascii_case(b"close"));
+                }
+                6 if is(b"expect") => {
+                    expect_100 |= trim_ows(field.value).eq_ignore_ascii_case(b"100-continue");
+                }
+                13 if is(b"authorization") => set_once(&mut authorization, field.value)?,
+                15 if is(b"idempotency-key") => set_once(&mut idempotency_key, field.value)?,
+                _ => {}
             }
         }
 
@@ -807,19 +880,28 @@ impl HeadScan {
         Ok(Pending {
             head: Head {
                 method: Method::from_token(method),
-                target: target.to_owned(),
+                target,
                 version,
                 // HTTP/1.0 keep-alive is opt-in and rarely worth it; we
                 // always close after answering a 1.0 request.
                 keep_alive: version == Version::Http11 && !close,
-                authorization: authorization.map(<[u8]>::to_vec),
-                idempotency_key: idempotency_key.map(<[u8]>::to_vec),
+                authorization: authorization.map(|value| offsets(buf, value)),
+                idempotency_key: idempotency_key.map(|value| offsets(buf, value)),
                 // RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0.
                 expect_continue: version == Version::Http11 && expect_100 && body_expected,
             },
             body,
             announced: false,
         })
+    }
+}
+
+/// Keeps a field that may appear once; a second copy is 400, since which
+/// one counts would be a guess.
+fn set_once<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) -> Result<(), HttpError> {
+    match slot.replace(trim_ows(value)) {
+        Some(_) => Err(HttpError::BadRequest),
+        None => Ok(()),
     }
 }
 
@@ -859,15 +941,22 @@ struct Pending {
     announced: bool,
 }
 
-#[derive(Debug)]
+/// A parsed head; its strings are offsets into the framed buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Head {
     method: Method,
-    target: String,
+    target: Range<usize>,
     version: Version,
     keep_alive: bool,
-    authorization: Option<Vec<u8>>,
-    idempotency_key: Option<Vec<u8>>,
+    authorization: Option<Range<usize>>,
+    idempotency_key: Option<Range<usize>>,
     expect_continue: bool,
+}
+
+/// Where `part`, a slice of `buf`, lies in it.
+fn offsets(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    start..start + part.len()
 }
 
 #[derive(Debug)]
@@ -1095,7 +1184,9 @@ mod tests {
     /// What one simulated connection saw.
     #[derive(Debug, Default)]
     struct Outcome {
-        done: Vec<(Request, usize)>,
+        /// Each request as its `Debug` text (the request borrows a buffer
+        /// that moves on), and the bytes it consumed.
+        done: Vec<(String, usize)>,
         /// `(index of the request, expect_continue)` per `HeadComplete`.
         heads: Vec<(usize, bool)>,
         error: Option<HttpError>,
@@ -1137,8 +1228,9 @@ mod tests {
                             "consumed {consumed} of {}",
                             buf.len()
                         );
+                        let text = format!("{:?}", request.request(&buf).expect("offsets in buf"));
                         buf.drain(..consumed);
-                        out.done.push((request, consumed));
+                        out.done.push((text, consumed));
                         announced = false;
                     }
                     Err(error) => {
@@ -1222,6 +1314,8 @@ mod tests {
                     String::from_utf8_lossy(&input[..input.len().min(200)])
                 )
             };
+            let want: Vec<(String, usize)> =
+                want.iter().map(|(r, n)| (format!("{r:?}"), *n)).collect();
             assert_eq!(out.done, want, "requests differ: {}", label());
             assert_eq!(out.error, error, "error differs: {}", label());
             if error.is_none() {
@@ -1246,26 +1340,46 @@ mod tests {
         check_with(LIMITS, input, &[], Some(error), &[]);
     }
 
-    fn req(method: Method, target: &str, version: Version) -> Request {
+    fn req(method: Method, target: &str, version: Version) -> Request<'_> {
         Request {
             method,
-            target: target.to_owned(),
+            target,
             version,
             keep_alive: version == Version::Http11,
             authorization: None,
             idempotency_key: None,
-            body: Vec::new(),
+            body: b"",
         }
     }
 
-    fn get(target: &str) -> Request {
+    fn get(target: &str) -> Request<'_> {
         req(Method::Get, target, Version::Http11)
     }
 
-    fn post(body: &[u8]) -> Request {
+    fn post(body: &[u8]) -> Request<'_> {
         Request {
-            body: body.to_vec(),
+            body,
             ..req(Method::Post, "/", Version::Http11)
+        }
+    }
+
+    /// Asserts that `progress` is the whole `want`, framed from `buf` and
+    /// `consumed` bytes long.
+    fn assert_complete(
+        progress: Result<Progress, HttpError>,
+        buf: &[u8],
+        want: Request,
+        consumed: usize,
+    ) {
+        match progress {
+            Ok(Progress::Complete {
+                request,
+                consumed: n,
+            }) => {
+                assert_eq!(request.request(buf), Ok(want));
+                assert_eq!(n, consumed);
+            }
+            other => panic!("not a whole request: {other:?}"),
         }
     }
 
@@ -1300,8 +1414,8 @@ mod tests {
             (
                 b"GET / HTTP/1.1\r\naUtHoRiZaTiOn:   Bearer abc.DEF~1  \r\nIDEMPOTENCY-KEY:\tk-1\t\r\n\r\n",
                 Request {
-                    authorization: Some(b"Bearer abc.DEF~1".to_vec()),
-                    idempotency_key: Some(b"k-1".to_vec()),
+                    authorization: Some(&b"Bearer abc.DEF~1"[..]),
+                    idempotency_key: Some(&b"k-1"[..]),
                     ..get("/")
                 },
             ),
@@ -1322,11 +1436,11 @@ mod tests {
             ),
             (
                 b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-                Request { body: b"abc".to_vec(), ..get("/") },
+                Request { body: b"abc", ..get("/") },
             ),
             (
                 b"POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi",
-                Request { body: b"hi".to_vec(), ..req(Method::Post, "/", Version::Http10) },
+                Request { body: b"hi", ..req(Method::Post, "/", Version::Http10) },
             ),
             (
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -1604,7 +1718,7 @@ mod tests {
             (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".to_vec(), post(b"hello")),
             (
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nAuthorization: Bearer t\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n".to_vec(),
-                Request { authorization: Some(b"Bearer t".to_vec()), ..post(b"abc") },
+                Request { authorization: Some(&b"Bearer t"[..]), ..post(b"abc") },
             ),
             (b"\r\nGET /4 HTTP/1.0\r\n\r\n".to_vec(), req(Method::Get, "/4", Version::Http10)),
             (b"DELETE /5 HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), Request {
@@ -1667,12 +1781,11 @@ mod tests {
         buf.extend_from_slice(b"hel");
         assert_eq!(once(&mut framer, &buf), Ok(Progress::NeedMore));
         buf.extend_from_slice(b"loGET");
-        assert_eq!(
+        assert_complete(
             once(&mut framer, &buf),
-            Ok(Progress::Complete {
-                request: post(b"hello"),
-                consumed: head.len() + 5
-            })
+            &buf,
+            post(b"hello"),
+            head.len() + 5,
         );
         assert!(!framer.head_done());
         assert_eq!(once(&mut framer, b"GET"), Ok(Progress::NeedMore));
@@ -1704,16 +1817,26 @@ mod tests {
     }
 
     #[test]
+    fn framed_request_reads_only_its_own_buffer() {
+        let input = b"POST /x HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\nhi";
+        let Ok(Progress::Complete { request, .. }) = Framer::new(LIMITS).advance(input) else {
+            panic!("a whole request");
+        };
+        let want = Request {
+            target: "/x",
+            authorization: Some(&b"Bearer t"[..]),
+            ..post(b"hi")
+        };
+        assert_eq!(request.request(input), Ok(want));
+        // A shorter buffer than the one framed: refused, not misread.
+        assert_eq!(request.request(&input[..40]), Err(HttpError::BadRequest));
+    }
+
+    #[test]
     fn whole_request_skips_head_complete() {
         let input = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi";
         let mut framer = Framer::new(LIMITS);
-        assert_eq!(
-            once(&mut framer, input),
-            Ok(Progress::Complete {
-                request: post(b"hi"),
-                consumed: input.len()
-            })
-        );
+        assert_complete(once(&mut framer, input), input, post(b"hi"), input.len());
     }
 
     fn with_target(target_bytes: usize) -> Vec<u8> {
@@ -1837,7 +1960,8 @@ mod tests {
         let cuts: Vec<usize> = (1..input.len()).collect();
         let out = drive(LIMITS, &input, &cuts);
         assert_eq!(out.error, None);
-        assert_eq!(out.done, vec![(post(&[b'z'; 65536]), input.len())]);
+        let want = format!("{:?}", post(&[b'z'; 65536]));
+        assert_eq!(out.done, vec![(want, input.len())]);
         // One more chunk is one byte too many.
         let mut input = chunked("");
         for _ in 0..65536 {
@@ -1907,7 +2031,7 @@ mod tests {
         );
         let ok = b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd";
         let put = Request {
-            body: b"abcd".to_vec(),
+            body: b"abcd",
             ..req(Method::Put, "/", Version::Http11)
         };
         check_with(limits, ok, &[(put.clone(), ok.len())], None, &[]);

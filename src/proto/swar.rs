@@ -3,7 +3,8 @@
 //! a JSON string must escape. Plain safe integer arithmetic on `u64` words.
 
 const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
+/// The high bit of every byte: `word & HIGHS` marks the bytes ≥ 0x80.
+pub const HIGHS: u64 = 0x8080_8080_8080_8080;
 
 /// Marks (high bit) the bytes of `word` equal to `b`. Exact for the lowest
 /// marked byte; a byte above a marked one may be marked falsely (the
@@ -66,6 +67,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn outside_visible_ascii() {
+        agrees(
+            |w| below(w, 0x21) | eq(w, 0x7f) | (w & HIGHS),
+            |b| !(0x21..=0x7e).contains(&b),
+            b"\x00\x20\x7f\x80\xff",
+        );
     }
 
     #[test]
