@@ -51,14 +51,26 @@ impl Side {
     }
 }
 
-/// True for the characters of pair ids and node names.
-fn is_id_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+/// The characters of pair ids and node names: `[A-Za-z0-9_-]`.
+const ID_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    table
+};
+
+/// True when `s` is 1 to `max` characters of ids.
+fn is_id(s: &[u8], max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.iter().all(|&b| ID_CHARS[usize::from(b)])
 }
 
 /// Parses a pair id, or `None` when it is out of syntax.
 pub fn parse_pair(s: &str) -> Option<PairId> {
-    if s.is_empty() || !s.bytes().all(is_id_char) {
+    if !is_id(s.as_bytes(), PAIR_BYTES_MAX) {
         return None;
     }
     PairId::try_from(s).ok()
@@ -66,7 +78,7 @@ pub fn parse_pair(s: &str) -> Option<PairId> {
 
 /// Parses a node name, or `None` when it is out of syntax.
 pub fn parse_node_name(s: &str) -> Option<NodeName> {
-    if s.is_empty() || !s.bytes().all(is_id_char) {
+    if !is_id(s.as_bytes(), NODE_NAME_BYTES_MAX) {
         return None;
     }
     NodeName::try_from(s).ok()
@@ -159,7 +171,12 @@ impl Token {
         let (node, s) = split_dot(s)?;
         let (key, s) = split_dot(s)?;
         let (gen, secret) = split_dot(s)?;
-        let node = parse_node_name(std::str::from_utf8(node).ok()?)?;
+        // Checked as id characters first: ASCII, so the UTF-8 check after
+        // it cannot fail and costs little.
+        if !is_id(node, NODE_NAME_BYTES_MAX) {
+            return None;
+        }
+        let node = NodeName::try_from(std::str::from_utf8(node).ok()?).ok()?;
         Some(Token {
             node,
             key: u32::try_from(parse_decimal(key, 10)?).ok()?,
@@ -233,6 +250,24 @@ mod tests {
             gen: 42,
             secret: [0xAB; 16],
         }
+    }
+
+    #[test]
+    fn id_characters_and_lengths() {
+        for b in 0..=255u8 {
+            let id = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+            assert_eq!(
+                parse_pair(&char::from(b).to_string()).is_some(),
+                id && b < 0x80
+            );
+        }
+        assert!(parse_pair(&"p".repeat(PAIR_BYTES_MAX)).is_some());
+        assert!(parse_pair(&"p".repeat(PAIR_BYTES_MAX + 1)).is_none());
+        assert!(parse_pair("").is_none());
+        assert!(parse_node_name(&"n".repeat(NODE_NAME_BYTES_MAX)).is_some());
+        assert!(parse_node_name(&"n".repeat(NODE_NAME_BYTES_MAX + 1)).is_none());
+        assert!(Token::parse(b"n-1.7.42.q6urq6urq6urq6urq6urqw").is_some());
+        assert!(Token::parse(b"n+1.7.42.q6urq6urq6urq6urq6urqw").is_none());
     }
 
     #[test]
