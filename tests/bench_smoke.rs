@@ -188,6 +188,8 @@ fn run_all(setup: &Setup) {
         .get("server")
         .unwrap_or_else(|| panic!("CPU read with --pid: {relay:?}"));
     assert!(num(server, "cpu_s") >= 0.0, "{relay:?}");
+    let steal = num(&relay, "host_steal_pct");
+    assert!((0.0..=100.0).contains(&steal), "{relay:?}");
 
     let pairing = bench(setup, &["pairing", "--pairs", "6", "--concurrency", "2"]);
     assert_eq!(pairing.u64("pairings"), 6, "{pairing:?}");

@@ -76,6 +76,48 @@ pub fn cpu(pids: &[u32], ticks_per_s: u64) -> Result<Cpu, String> {
     Ok(total)
 }
 
+/// The machine's CPU time so far, all CPUs together, from the `cpu` line
+/// of `/proc/stat`: how much of it the hypervisor stole (time our virtual
+/// CPUs were ready to run but the host ran something else), and all of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineTicks {
+    /// The `steal` column.
+    pub steal: u64,
+    /// user + nice + system + idle + iowait + irq + softirq + steal.
+    pub total: u64,
+}
+
+impl MachineTicks {
+    /// The percentage of the machine's time stolen between `self`
+    /// (earlier) and `later`; `None` when no time passed.
+    pub fn steal_pct_until(self, later: MachineTicks) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|&t| t > 0)?;
+        let steal = later.steal.saturating_sub(self.steal);
+        Some(steal as f64 * 100.0 / total as f64)
+    }
+}
+
+/// Reads [`MachineTicks`] now.
+pub fn machine_ticks() -> Result<MachineTicks, String> {
+    let text = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    parse_machine_ticks(&text).ok_or_else(|| "/proc/stat: no readable cpu line".into())
+}
+
+fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let steal = *fields.get(7)?;
+    Some(MachineTicks {
+        steal,
+        total: fields.iter().sum(),
+    })
+}
+
 /// The summed `VmRSS` of `pids`, in bytes.
 pub fn rss_bytes(pids: &[u32]) -> Result<u64, String> {
     let mut total = 0;
@@ -106,5 +148,20 @@ mod tests {
         assert!(c.user_s >= 0.0 && c.system_s >= 0.0);
         assert!(rss_bytes(&[me]).unwrap() > 0);
         assert!(cpu(&[u32::MAX], ticks).is_err());
+        assert!(machine_ticks().unwrap().total > 0);
+    }
+
+    #[test]
+    fn steal_share_of_the_cpu_line() {
+        let before = "cpu  100 0 50 800 0 0 40 10 0 0\ncpu0 50 0 25 400 0 0 20 5 0 0\n";
+        let after = "cpu  130 0 70 830 0 0 50 20 0 0\ncpu0 65 0 35 415 0 0 25 10 0 0\n";
+        let a = parse_machine_ticks(before).unwrap();
+        let b = parse_machine_ticks(after).unwrap();
+        assert_eq!((a.steal, a.total), (10, 1000));
+        // 10 of 100 ticks were stolen.
+        assert_eq!(a.steal_pct_until(b), Some(10.0));
+        assert_eq!(a.steal_pct_until(a), None);
+        assert!(parse_machine_ticks("cpu0 1 2 3\n").is_none());
+        assert!(parse_machine_ticks("cpu  1 2 x 4 5 6 7 8\n").is_none());
     }
 }

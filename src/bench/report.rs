@@ -6,7 +6,7 @@ use super::args::Args;
 use super::hist::Hist;
 use super::http::ErrKind;
 use super::json::Writer;
-use super::procfs::{self, Cpu};
+use super::procfs::{self, Cpu, MachineTicks};
 use std::collections::BTreeMap;
 
 /// Failed requests and other surprises, by kind.
@@ -67,11 +67,14 @@ impl Errors {
     }
 }
 
-/// Reads the server's CPU time at the start and the end of a window.
+/// Reads the server's CPU time at the start and the end of a window, and
+/// the share of the machine's time the hypervisor stole meanwhile (a
+/// virtual machine's latency tail follows it).
 pub struct Meter {
     pids: Vec<u32>,
     ticks_per_s: u64,
     start: Option<Cpu>,
+    machine: [Option<MachineTicks>; 2],
 }
 
 impl Meter {
@@ -81,6 +84,7 @@ impl Meter {
             pids: pids.to_vec(),
             ticks_per_s: procfs::clock_ticks(),
             start: None,
+            machine: [None; 2],
         }
     }
 
@@ -100,6 +104,7 @@ impl Meter {
     /// Starts the window.
     pub fn start(&mut self) {
         self.start = self.read();
+        self.machine = [procfs::machine_ticks().ok(), None];
     }
 
     /// Whether there is a process to measure at all (`--pid` given).
@@ -107,9 +112,19 @@ impl Meter {
         !self.pids.is_empty()
     }
 
-    /// The CPU time since [`Meter::start`].
-    pub fn stop(&self) -> Option<Cpu> {
+    /// The CPU time since [`Meter::start`]; ends the window.
+    pub fn stop(&mut self) -> Option<Cpu> {
+        self.machine[1] = procfs::machine_ticks().ok();
         Some(self.start?.until(self.read()?))
+    }
+
+    /// The percentage of the machine's CPU time stolen by the host in the
+    /// window, if `/proc/stat` could be read.
+    pub fn steal_pct(&self) -> Option<f64> {
+        match self.machine {
+            [Some(start), Some(stop)] => start.steal_pct_until(stop),
+            _ => None,
+        }
     }
 
     /// The server's resident memory now, in bytes.
@@ -187,7 +202,8 @@ pub fn write_generator_cpu(w: &mut Writer, cpu: Option<Cpu>) {
 /// `"server":{"cpu_user_s":…,"cpu_system_s":…,"cpu_s":…, "<unit>_per_cpu_s":…,
 /// "user_us_per_<unit>":…,"system_us_per_<unit>":…}` for `count` units of
 /// work; nothing when the CPU time is unknown (no `--pid`, or `/proc`
-/// could not be read: `meter` tells which). Returns the summary text.
+/// could not be read: `meter` tells which). Before it, `"host_steal_pct"`
+/// when `/proc/stat` was read. Returns the summary text.
 pub fn write_cpu(
     w: &mut Writer,
     meter: &Meter,
@@ -195,6 +211,9 @@ pub fn write_cpu(
     unit: &str,
     count: u64,
 ) -> String {
+    if let Some(pct) = meter.steal_pct() {
+        w.f64("host_steal_pct", pct);
+    }
     let Some(cpu) = cpu else {
         return if meter.has_pids() {
             "server CPU: could not be read from /proc".into()
@@ -218,8 +237,12 @@ pub fn write_cpu(
     w.f64(&format!("user_us_per_{unit}"), per(cpu.user_s));
     w.f64(&format!("system_us_per_{unit}"), per(cpu.system_s));
     w.end();
+    let steal = meter
+        .steal_pct()
+        .map(|pct| format!("; host steal {pct:.1}% of the machine's time"))
+        .unwrap_or_default();
     format!(
-        "server CPU {:.2} s (user {:.2}, system {:.2}): {:.0} {unit}s per CPU-second, {:.2} µs user + {:.2} µs system per {unit}",
+        "server CPU {:.2} s (user {:.2}, system {:.2}): {:.0} {unit}s per CPU-second, {:.2} µs user + {:.2} µs system per {unit}{steal}",
         cpu.total_s(),
         cpu.user_s,
         cpu.system_s,
