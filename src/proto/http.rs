@@ -3,8 +3,11 @@
 //! A [`Framer`] turns the bytes received on one connection into
 //! [`Request`]s, one at a time, and never touches a socket or a clock: the
 //! caller appends what it reads to its buffer and calls [`Framer::advance`]
-//! again. Header fields are split and checked by `httparse`; everything that
-//! decides where a message ends (the request line, line endings, folding,
+//! again. A complete request comes back as [`Framed`] offsets, read as a
+//! [`Request`] that borrows the buffer. Header fields are split and checked
+//! by `httparse`, or, for a whole well-formed head, by the same rules in
+//! one pass (see `HeadScan::scan_whole`); everything that decides where a
+//! message ends (the request line, line endings, folding,
 //! `Content-Length`, `Transfer-Encoding`, chunked framing) is checked here
 //! first, because those are the places where a lenient parser can be made
 //! to see a different request than a proxy in front of it saw (RFC 9112
@@ -14,10 +17,12 @@
 //!
 //! The framer remembers how far into the buffer it has looked (`pos`) and
 //! where it stands in the grammar, so each byte of a head or of a chunked
-//! body is examined once however the bytes are split. The header block is
+//! body is examined once however the bytes are split (a fresh request is
+//! first tried in one pass as a whole head; when that fails it is read
+//! from its start byte by byte, so at most twice). The header block is
 //! handed to `httparse` once, when its final empty line has arrived. A
-//! `Content-Length` body is only counted until complete, then copied once; a
-//! chunked body is decoded as it arrives into a buffer that never exceeds
+//! `Content-Length` body is only counted until complete and never copied;
+//! a chunked body is decoded as it arrives into a buffer that never exceeds
 //! [`Limits::body_bytes_max`].
 //!
 //! # Rules
@@ -370,10 +375,22 @@ impl Framer {
             return Err(HttpError::BadRequest);
         }
         if let Phase::Head(scan) = &mut self.phase {
-            let Some(head_end) = scan.scan(buf, &mut self.pos, &self.limits)? else {
-                return Ok(Progress::NeedMore);
+            let whole = if self.pos == 0 && scan.state == HeadState::Leading {
+                scan.scan_whole(buf, &self.limits)
+            } else {
+                None
             };
-            let pending = scan.finish(buf, head_end, &self.limits)?;
+            let (head_end, fields) = match whole {
+                Some((head_end, fields)) => (head_end, fields),
+                None => {
+                    let Some(head_end) = scan.scan(buf, &mut self.pos, &self.limits)? else {
+                        return Ok(Progress::NeedMore);
+                    };
+                    (head_end, scan.split_fields(buf, head_end)?)
+                }
+            };
+            self.pos = head_end;
+            let pending = scan.finish(buf, head_end, fields, &self.limits)?;
             self.phase = Phase::Body(pending);
         }
         let Phase::Body(pending) = &mut self.phase else {
@@ -437,6 +454,16 @@ fn find_non_target_byte(bytes: &[u8]) -> Option<usize> {
         bytes,
         |w| swar::below(w, 0x21) | swar::eq(w, 0x7f) | (w & swar::HIGHS),
         |b| !is_target_byte(b),
+    )
+}
+
+/// The offset of the first control byte (HTAB included) or DEL in
+/// `bytes`, eight bytes at a time: what ends a field value.
+fn find_control(bytes: &[u8]) -> Option<usize> {
+    swar::find(
+        bytes,
+        |w| swar::below(w, 0x20) | swar::eq(w, 0x7f),
+        |b| b < 0x20 || b == 0x7f,
     )
 }
 
@@ -596,6 +623,105 @@ impl HeadScan {
                 return Ok(Some(i));
             }
         }
+    }
+
+    /// The usual case at once: a whole, well-formed head at the start of
+    /// `buf`, within every limit, read in one straight pass (the method and
+    /// target as runs, the version as one comparison, each field line split
+    /// and checked as it is found). Returns the head's end and its fields,
+    /// with `self` as byte-by-byte scanning would have left it; `None` for
+    /// anything else (a head not all there, leading empty lines, any error,
+    /// a limit reached), which the byte-by-byte scan and httparse then read
+    /// from the start and answer exactly. Both readings follow the same
+    /// rules: the fuzz target `http_framer` and the unit tests compare
+    /// whole buffers (this path) with the same bytes cut into pieces (the
+    /// other), which makes httparse the reference for this path's field
+    /// lines.
+    fn scan_whole<'b>(&mut self, buf: &'b [u8], limits: &Limits) -> Option<(usize, Fields<'b>)> {
+        let method_bytes = buf
+            .iter()
+            .take(METHOD_BYTES_MAX + 1)
+            .take_while(|&&b| is_tchar(b))
+            .count();
+        if method_bytes == 0
+            || method_bytes > METHOD_BYTES_MAX
+            || buf.get(method_bytes) != Some(&b' ')
+        {
+            return None;
+        }
+        let target_start = method_bytes + 1;
+        let rest = buf.get(target_start..)?;
+        // One byte past the limit: a target that long is not ours to read.
+        let window = rest
+            .get(..limits.target_bytes_max.saturating_add(1))
+            .unwrap_or(rest);
+        let target_bytes = find_non_target_byte(window)?;
+        if target_bytes == 0 || rest.get(target_bytes) != Some(&b' ') {
+            return None;
+        }
+        let version_start = target_start + target_bytes + 1;
+        let version = buf.get(version_start..version_start + VERSION_BYTES + 1)?;
+        let &[b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor @ (b'0' | b'1'), b'\r', b'\n'] =
+            version
+        else {
+            return None;
+        };
+        let fields_start = version_start + VERSION_BYTES + 1;
+        let mut i = fields_start;
+        let mut field_lines = 0;
+        let mut fields = Fields::default();
+        loop {
+            if buf.get(i..i + 2)? == b"\r\n" {
+                break;
+            }
+            field_lines += 1;
+            if field_lines > HEADERS_COUNT_MAX {
+                return None;
+            }
+            // `name ":" value CRLF`, as httparse reads a field line (the
+            // other path): the name 1*tchar, the value field-vchar, SP,
+            // HTAB and obs-text (RFC 9110 §5.5). A line starting with SP or
+            // HTAB (folding) has an empty name, so it goes the other way.
+            let line = buf.get(i..)?;
+            let name_bytes = line.iter().take_while(|&&b| is_tchar(b)).count();
+            if name_bytes == 0 || line.get(name_bytes) != Some(&b':') {
+                return None;
+            }
+            let value_start = i + name_bytes + 1;
+            let mut j = value_start;
+            let end = loop {
+                // The first byte not allowed in a value ends it: a CR, or
+                // something the other path refuses. HTAB is allowed.
+                let k = j + find_control(buf.get(j..)?)?;
+                match buf.get(k)? {
+                    b'\t' => j = k + 1,
+                    b'\r' => break k,
+                    _ => return None,
+                }
+            };
+            if buf.get(end + 1) != Some(&b'\n') {
+                return None;
+            }
+            let name = buf.get(i..i + name_bytes)?;
+            fields.take(name, buf.get(value_start..end)?).ok()?;
+            i = end + 2;
+        }
+        let head_end = i + 2;
+        if head_end > limits.head_bytes_max {
+            return None;
+        }
+        *self = HeadScan {
+            state: HeadState::FinalLf,
+            leading_lines: 0,
+            head_start: 0,
+            method_bytes,
+            target_bytes,
+            version_bytes: VERSION_BYTES,
+            version_digits: [b'1', minor],
+            fields_start,
+            field_lines,
+        };
+        Some((head_end, fields))
     }
 
     /// How many bytes from the start of `rest` (at offset `i`) [`Self::step`]
@@ -790,15 +916,9 @@ impl HeadScan {
 
     /// Interprets the complete head `buf[..head_end]`: splits the fields
     /// with `httparse` and decides how the body is framed.
-    fn finish(&self, buf: &[u8], head_end: usize, limits: &Limits) -> Result<Pending, HttpError> {
-        let version = self.version().ok_or(HttpError::VersionNotSupported)?;
-        let method_end = self.head_start + self.method_bytes;
-        let method = buf
-            .get(self.head_start..method_end)
-            .ok_or(HttpError::BadRequest)?;
-        let target_start = method_end + 1;
-        let target = target_start..target_start + self.target_bytes;
-
+    /// Splits the field lines of the complete head `buf[..head_end]` with
+    /// `httparse` and collects the fields we read.
+    fn split_fields<'b>(&self, buf: &'b [u8], head_end: usize) -> Result<Fields<'b>, HttpError> {
         let block = buf
             .get(self.fields_start..head_end)
             .ok_or(HttpError::BadRequest)?;
@@ -813,52 +933,45 @@ impl HeadScan {
             many = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
             &mut many
         };
-        let fields = match httparse::parse_headers(block, slots) {
-            Ok(httparse::Status::Complete((used, fields))) if used == block.len() => fields,
+        let lines = match httparse::parse_headers(block, slots) {
+            Ok(httparse::Status::Complete((used, lines))) if used == block.len() => lines,
             Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
             // A partial or short parse would mean httparse sees the lines
             // differently from the scanner; refuse rather than guess.
             Ok(_) | Err(_) => return Err(HttpError::BadRequest),
         };
-
-        let mut content_length: Option<&[u8]> = None;
-        let mut transfer_encodings = 0usize;
-        let mut chunked = false;
-        let mut close = false;
-        let mut expect_100 = false;
-        let mut authorization: Option<&[u8]> = None;
-        let mut idempotency_key: Option<&[u8]> = None;
-        for field in fields {
-            let name = field.name.as_bytes();
-            // The names we read differ in length: one comparison a field,
-            // and none for the others (`Host`, `Content-Type`, ...).
-            let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
-            match name.len() {
-                14 if is(b"content-length") => {
-                    let digits = content_length_digits(trim_ows(field.value))?;
-                    match content_length {
-                        Some(first) if first != digits => return Err(HttpError::BadRequest),
-                        _ => content_length = Some(digits),
-                    }
-                }
-                17 if is(b"transfer-encoding") => {
-                    transfer_encodings += 1;
-                    chunked = trim_ows(field.value).eq_ignore_ascii_case(b"chunked");
-                }
-                10 if is(b"connection") => {
-                    close |= field
-                        .value
-                        .split(|&b| b == b',')
-                        .any(|token| trim_ows(token).eq_ignore_ascii_case(b"close"));
-                }
-                6 if is(b"expect") => {
-                    expect_100 |= trim_ows(field.value).eq_ignore_ascii_case(b"100-continue");
-                }
-                13 if is(b"authorization") => set_once(&mut authorization, field.value)?,
-                15 if is(b"idempotency-key") => set_once(&mut idempotency_key, field.value)?,
-                _ => {}
-            }
+        let mut fields = Fields::default();
+        for line in lines {
+            fields.take(line.name.as_bytes(), line.value)?;
         }
+        Ok(fields)
+    }
+
+    /// Interprets the complete head `buf[..head_end]` and its `fields`:
+    /// decides how the body is framed.
+    fn finish(
+        &self,
+        buf: &[u8],
+        head_end: usize,
+        fields: Fields<'_>,
+        limits: &Limits,
+    ) -> Result<Pending, HttpError> {
+        let version = self.version().ok_or(HttpError::VersionNotSupported)?;
+        let method_end = self.head_start + self.method_bytes;
+        let method = buf
+            .get(self.head_start..method_end)
+            .ok_or(HttpError::BadRequest)?;
+        let target_start = method_end + 1;
+        let target = target_start..target_start + self.target_bytes;
+        let Fields {
+            content_length,
+            transfer_encodings,
+            chunked,
+            close,
+            expect_100,
+            authorization,
+            idempotency_key,
+        } = fields;
 
         let body = if transfer_encodings > 0 {
             // Both framings at once is the classic smuggling vector (RFC
@@ -905,6 +1018,57 @@ impl HeadScan {
             body,
             announced: false,
         })
+    }
+}
+
+/// The fields of a head that we read, collected line by line by either
+/// path (`HeadScan::scan_whole`, or httparse in `HeadScan::split_fields`).
+#[derive(Default)]
+struct Fields<'b> {
+    /// The significant digits of `Content-Length`.
+    content_length: Option<&'b [u8]>,
+    transfer_encodings: usize,
+    /// The (last) `Transfer-Encoding` is `chunked`.
+    chunked: bool,
+    /// `Connection: close`.
+    close: bool,
+    /// `Expect: 100-continue`.
+    expect_100: bool,
+    authorization: Option<&'b [u8]>,
+    idempotency_key: Option<&'b [u8]>,
+}
+
+impl<'b> Fields<'b> {
+    /// Takes one field line's name and raw value.
+    fn take(&mut self, name: &[u8], value: &'b [u8]) -> Result<(), HttpError> {
+        // The names we read differ in length: one comparison a field,
+        // and none for the others (`Host`, `Content-Type`, ...).
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            14 if is(b"content-length") => {
+                let digits = content_length_digits(trim_ows(value))?;
+                match self.content_length {
+                    Some(first) if first != digits => return Err(HttpError::BadRequest),
+                    _ => self.content_length = Some(digits),
+                }
+            }
+            17 if is(b"transfer-encoding") => {
+                self.transfer_encodings += 1;
+                self.chunked = trim_ows(value).eq_ignore_ascii_case(b"chunked");
+            }
+            10 if is(b"connection") => {
+                self.close |= value
+                    .split(|&b| b == b',')
+                    .any(|token| trim_ows(token).eq_ignore_ascii_case(b"close"));
+            }
+            6 if is(b"expect") => {
+                self.expect_100 |= trim_ows(value).eq_ignore_ascii_case(b"100-continue");
+            }
+            13 if is(b"authorization") => set_once(&mut self.authorization, value)?,
+            15 if is(b"idempotency-key") => set_once(&mut self.idempotency_key, value)?,
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -1825,6 +1989,45 @@ mod tests {
                     })
                 );
             }
+        }
+    }
+
+    #[test]
+    fn usual_heads_are_read_in_one_pass() {
+        let whole = |input: &[u8]| {
+            HeadScan::new()
+                .scan_whole(input, &LIMITS)
+                .map(|(end, _)| end)
+        };
+        let usual: [&[u8]; 3] = [
+            b"GET /v1/pairs/p/a/events?after=3 HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer n.1.2.x\r\n\r\n",
+            b"POST /v1/pairs/p/a/messages HTTP/1.1\r\nContent-Length: 2\r\nX-A:\t\x80 v\t\r\n\r\nhi",
+            b"DELETE / HTTP/1.0\r\n\r\n",
+        ];
+        for input in usual {
+            let head_end = input.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            assert_eq!(
+                whole(input),
+                Some(head_end),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Everything else goes byte by byte (and gets its exact answer there).
+        let other: [&[u8]; 10] = [
+            b"\r\nGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\n",
+            b"GET / HTTP/1.1\r\n folded\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: b\x7f\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: b\nC: d\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n:v\r\n\r\n",
+        ];
+        for input in other {
+            assert_eq!(whole(input), None, "{:?}", String::from_utf8_lossy(input));
         }
     }
 
