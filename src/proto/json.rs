@@ -46,6 +46,12 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Appends an unsigned integer.
 pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    if n < 10 {
+        // One digit is common (sequence numbers, a young node's keys and
+        // generations) and needs no buffer.
+        out.push(b'0' + n as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;

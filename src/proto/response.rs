@@ -70,6 +70,18 @@ impl Response {
     }
 }
 
+/// The status line and `Cache-Control` of the statuses the API answers
+/// most, written as one copy.
+fn status_lines(status: u16) -> Option<&'static [u8]> {
+    Some(match status {
+        200 => b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\n",
+        201 => b"HTTP/1.1 201 Created\r\nCache-Control: no-store\r\n",
+        202 => b"HTTP/1.1 202 Accepted\r\nCache-Control: no-store\r\n",
+        204 => b"HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\n",
+        _ => return None,
+    })
+}
+
 /// The reason phrase of a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -106,11 +118,16 @@ pub struct Cors<'a> {
 /// but keeps its `Content-Length`.
 pub fn write(out: &mut Vec<u8>, response: &Response, cors: Option<&Cors<'_>>, head_only: bool) {
     out.reserve(160 + response.body.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    crate::proto::json::write_u64(out, u64::from(response.status));
-    out.push(b' ');
-    out.extend_from_slice(reason(response.status).as_bytes());
-    out.extend_from_slice(b"\r\nCache-Control: no-store\r\n");
+    match status_lines(response.status) {
+        Some(lines) => out.extend_from_slice(lines),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            crate::proto::json::write_u64(out, u64::from(response.status));
+            out.push(b' ');
+            out.extend_from_slice(reason(response.status).as_bytes());
+            out.extend_from_slice(b"\r\nCache-Control: no-store\r\n");
+        }
+    }
     if response.status != 204 {
         out.extend_from_slice(b"Content-Length: ");
         crate::proto::json::write_u64(out, response.body.len() as u64);
