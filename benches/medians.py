@@ -26,6 +26,7 @@ COLUMNS = {
         ("server.system_us_per_message", "sys µs/msg"),
         ("latency_us.p50", "p50 µs"),
         ("latency_us.p99", "p99 µs"),
+        ("host_steal_pct", "steal %"),
         ("errors_total", "errors"),
     ],
     "pairing": [
@@ -34,6 +35,7 @@ COLUMNS = {
         ("server.user_us_per_pairing", "user µs"),
         ("latency_us.p50", "p50 µs"),
         ("latency_us.p99", "p99 µs"),
+        ("host_steal_pct", "steal %"),
         ("errors_total", "errors"),
     ],
     "idle": [
