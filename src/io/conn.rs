@@ -64,34 +64,24 @@ impl Conn {
             // locals: that keeps the task's state, which every idle
             // connection holds, small.
             // A block, so the request's storage ends before the awaits below.
-            let (handled, wait, close, head_only) = {
-                // Boxed: the framer and the header timer live only while a
-                // request is being read, not while a poll waits.
-                let (framed, consumed) = match Box::pin(self.read_request()).await? {
-                    Read_::Request(framed, consumed) => (framed, consumed),
-                    Read_::Closed => return Ok(()),
-                    Read_::Refuse(status, code, message) => {
-                        return self.refuse(status, code, message).await;
-                    }
-                };
-                // The request borrows the buffer until it is handled; only
-                // then are its bytes dropped.
-                let request = match framed.request(&self.buf) {
-                    Ok(request) => request,
-                    Err(e) => return self.refuse(e.status(), e.code(), refusal_message(e)).await,
-                };
-                let (handled, wait) = self.shared.handle(&request);
-                let done = (
-                    handled,
-                    wait,
-                    !request.keep_alive,
-                    request.method == Method::Head,
-                );
-                self.buf.drain(..consumed);
-                if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_BYTES_MAX {
-                    self.buf = Vec::new();
+            // Boxed: the framer and the header timer live only while a
+            // request is being read, not while a poll waits.
+            let (framed, consumed) = match Box::pin(self.read_request()).await? {
+                Read_::Request(framed, consumed) => (framed, consumed),
+                Read_::Closed => return Ok(()),
+                // Boxed, as the rare paths are: their state would
+                // otherwise set the size of every connection's task.
+                Read_::Refuse(status, code, message) => {
+                    return Box::pin(self.refuse(status, code, message)).await;
                 }
-                done
+            };
+            // Handled in a plain function: nothing of the request is live
+            // across an await, so none of it is in the task's state.
+            let (handled, wait, close, head_only) = match self.handle(framed, consumed) {
+                Ok(done) => done,
+                Err(e) => {
+                    return Box::pin(self.refuse(e.status(), e.code(), refusal_message(e))).await
+                }
             };
             let shared = self.shared.clone();
             let in_flight = shared.in_flight();
@@ -116,6 +106,30 @@ impl Conn {
                 return Ok(());
             }
         }
+    }
+
+    /// Runs the framed request at the front of the buffer through the API,
+    /// then drops its `consumed` bytes (the request borrows them until
+    /// then). Returns what to answer with or wait for, whether to close
+    /// after it, and whether it was a HEAD.
+    fn handle(
+        &mut self,
+        framed: Framed,
+        consumed: usize,
+    ) -> Result<(Handled, Option<Wait>, bool, bool), HttpError> {
+        let request = framed.request(&self.buf)?;
+        let (handled, wait) = self.shared.handle(&request);
+        let done = (
+            handled,
+            wait,
+            !request.keep_alive,
+            request.method == Method::Head,
+        );
+        self.buf.drain(..consumed);
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_BYTES_MAX {
+            self.buf = Vec::new();
+        }
+        Ok(done)
     }
 
     /// Answers a request that cannot be served, and closes.
@@ -378,5 +392,26 @@ fn refusal_message(e: HttpError) -> &'static str {
         HttpError::HeadersTooLarge => "the request headers are over 16 KiB",
         HttpError::NotImplemented => "only Transfer-Encoding: chunked is supported",
         HttpError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<A, B, R>(_: impl Fn(A, B) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connection's task is this future, so its size is part of the
+    /// memory of every waiting poll (BENCHMARKS.md, idle). Rare paths
+    /// (refusals, lingering, reading a request) are boxed so that they do
+    /// not set it; a change that makes it grow past this bound should box
+    /// what grew, or raise the bound knowingly.
+    #[test]
+    fn a_connection_task_stays_small() {
+        let size = returned_size(serve);
+        assert!(size <= 512, "the connection task is {size} bytes");
     }
 }
