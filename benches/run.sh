@@ -54,7 +54,7 @@ for i in $(seq 1 "$reps"); do
   run "pairlink relay 8" relay --url $u --pid "$p1" --pairs 8 --duration 10s
   run "pairlink relay 64" relay --url $u --pid "$p1" --pairs 64 --duration 10s
   run "pairlink relay 512" relay --url $u --pid "$p1" --pairs 512 --duration 10s
-  run "pairlink pairing c64" pairing --url $u --pid "$p1" --pairs 20000 --concurrency 64
+  run "pairlink pairing c64" pairing --url $u --pid "$p1" --pairs 100000 --concurrency 64
 done
 kill "$p1"
 # Idle on a fresh server each time: memory freed by earlier runs would
@@ -82,7 +82,7 @@ done
 x=(--url http://127.0.0.1:18281 --url http://127.0.0.1:18282 --pid "$n1" --pid "$n2")
 for i in $(seq 1 "$reps"); do
   run "pairlink-2 relay 64" relay "${x[@]}" --pairs 64 --duration 10s
-  run "pairlink-2 pairing c64" pairing "${x[@]}" --pairs 20000 --concurrency 64
+  run "pairlink-2 pairing c64" pairing "${x[@]}" --pairs 100000 --concurrency 64
 done
 kill "$n1" "$n2"; rm -f "$cookie"
 
@@ -96,7 +96,7 @@ for i in $(seq 1 "$reps"); do
   run "nchan relay 8" relay "${n[@]}" --pairs 8 --duration 10s
   run "nchan relay 64" relay "${n[@]}" --pairs 64 --duration 10s
   run "nchan relay 512" relay "${n[@]}" --pairs 512 --duration 10s
-  run "nchan pairing c64" pairing "${n[@]}" --pairs 20000 --concurrency 64
+  run "nchan pairing c64" pairing "${n[@]}" --pairs 100000 --concurrency 64
 done
 benches/nchan/stop.sh "$NCHAN_PREFIX"; NCHAN_PREFIX=""
 # Idle on a fresh nginx each time, as for pairlink.
