@@ -43,28 +43,19 @@ run() {
   echo "$label: $(printf '%s' "$line" | cut -c1-160)..." >&2
 }
 
+# All three servers (pairlink, two pairlink nodes, nginx + Nchan) run on
+# core 0 for the whole comparison, idle but for the one under load, and
+# each repetition runs every workload against each of them in turn: a
+# noisy minute on this shared host then falls on both sides of a ratio,
+# not on one server's block of runs.
+
 # --- pairlink, one node -----------------------------------------------------
 taskset -c 0 "$bin" --listen 127.0.0.1:18280 --max-connections 20000 2>/dev/null &
 p1=$!; pids+=("$p1"); wait_healthz 18280
 sleep 0.5
 rss_rest="$(awk '/VmRSS/ {print $2}' /proc/$p1/status)"
 echo "{\"label\":\"pairlink rss_at_rest_kib\",\"result\":{\"rss_kib\":$rss_rest}}" >>"$out"
-u=http://127.0.0.1:18280
-for i in $(seq 1 "$reps"); do
-  run "pairlink relay 8" relay --url $u --pid "$p1" --pairs 8 --duration 10s
-  run "pairlink relay 64" relay --url $u --pid "$p1" --pairs 64 --duration 10s
-  run "pairlink relay 512" relay --url $u --pid "$p1" --pairs 512 --duration 10s
-  run "pairlink pairing c64" pairing --url $u --pid "$p1" --pairs 100000 --concurrency 64
-done
-kill "$p1"
-# Idle on a fresh server each time: memory freed by earlier runs would
-# otherwise be reused and hide the cost of the waiting polls.
-for i in $(seq 1 "$reps"); do
-  taskset -c 0 "$bin" --listen 127.0.0.1:18283 --max-connections 20000 2>/dev/null &
-  pi=$!; pids+=("$pi"); wait_healthz 18283
-  run "pairlink idle 10k" idle --url http://127.0.0.1:18283 --pid "$pi" --sessions 10000 --concurrency 64
-  kill "$pi"; wait "$pi" 2>/dev/null || true
-done
+u=(--url http://127.0.0.1:18280 --pid "$p1")
 
 # --- pairlink, two nodes: side a on one, side b on the other ----------------
 cookie="$(mktemp)"; head -c 32 /dev/urandom | base64 >"$cookie"
@@ -80,11 +71,6 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 x=(--url http://127.0.0.1:18281 --url http://127.0.0.1:18282 --pid "$n1" --pid "$n2")
-for i in $(seq 1 "$reps"); do
-  run "pairlink-2 relay 64" relay "${x[@]}" --pairs 64 --duration 10s
-  run "pairlink-2 pairing c64" pairing "${x[@]}" --pairs 100000 --concurrency 64
-done
-kill "$n1" "$n2"; rm -f "$cookie"
 
 # --- nginx + Nchan, one worker ----------------------------------------------
 eval "$(NCHAN_TASKSET="taskset -c 0" benches/nchan/start.sh 18290)"
@@ -92,15 +78,27 @@ n=(--target nchan --url http://127.0.0.1:18290 --pid "$NCHAN_MASTER_PID" --pid "
 sleep 0.5
 rss_rest="$(awk '/VmRSS/ {s+=$2} END {print s}' /proc/$NCHAN_MASTER_PID/status /proc/$NCHAN_WORKER_PID/status)"
 echo "{\"label\":\"nchan rss_at_rest_kib\",\"result\":{\"rss_kib\":$rss_rest}}" >>"$out"
+
 for i in $(seq 1 "$reps"); do
-  run "nchan relay 8" relay "${n[@]}" --pairs 8 --duration 10s
-  run "nchan relay 64" relay "${n[@]}" --pairs 64 --duration 10s
-  run "nchan relay 512" relay "${n[@]}" --pairs 512 --duration 10s
+  for p in 8 64 512; do
+    run "pairlink relay $p" relay "${u[@]}" --pairs "$p" --duration 10s
+    run "nchan relay $p" relay "${n[@]}" --pairs "$p" --duration 10s
+  done
+  run "pairlink-2 relay 64" relay "${x[@]}" --pairs 64 --duration 10s
+  run "pairlink pairing c64" pairing "${u[@]}" --pairs 100000 --concurrency 64
   run "nchan pairing c64" pairing "${n[@]}" --pairs 100000 --concurrency 64
+  run "pairlink-2 pairing c64" pairing "${x[@]}" --pairs 100000 --concurrency 64
 done
+kill "$p1" "$n1" "$n2"; rm -f "$cookie"
 benches/nchan/stop.sh "$NCHAN_PREFIX"; NCHAN_PREFIX=""
-# Idle on a fresh nginx each time, as for pairlink.
+
+# Idle on a fresh server each time: memory freed by earlier runs would
+# otherwise be reused and hide the cost of the waiting polls.
 for i in $(seq 1 "$reps"); do
+  taskset -c 0 "$bin" --listen 127.0.0.1:18283 --max-connections 20000 2>/dev/null &
+  pi=$!; pids+=("$pi"); wait_healthz 18283
+  run "pairlink idle 10k" idle --url http://127.0.0.1:18283 --pid "$pi" --sessions 10000 --concurrency 64
+  kill "$pi"; wait "$pi" 2>/dev/null || true
   eval "$(NCHAN_TASKSET="taskset -c 0" benches/nchan/start.sh 18290)"
   n=(--target nchan --url http://127.0.0.1:18290 --pid "$NCHAN_MASTER_PID" --pid "$NCHAN_WORKER_PID")
   run "nchan idle 10k" idle "${n[@]}" --sessions 10000 --concurrency 64
