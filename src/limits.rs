@@ -44,6 +44,13 @@ pub const DRAIN_MS_MAX: u64 = 3_000;
 /// How long a join waits for other nodes' lookup replies before it treats
 /// the silent ones as "not there".
 pub const LOOKUP_TIMEOUT_MS: u64 = 1_000;
+/// How long lookups still out after their join was answered (or re-sent
+/// when a node came up) are kept for a reply. A node that is up answers
+/// within a round trip, and one that stops answering is found down by its
+/// heartbeats well before this; the bound is for one that keeps answering
+/// heartbeats but never a lookup, which would otherwise grow them without
+/// end.
+pub const LATE_LOOKUP_MS: u64 = 60_000;
 /// How long a request sent to another node (a forward, a delivery, a
 /// resume) may go unanswered beyond its own wait before the client gets 503.
 pub const FORWARD_SLACK_MS: u64 = 5_000;

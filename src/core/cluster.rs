@@ -11,7 +11,7 @@ use super::reply::Reply;
 use super::session::Addr;
 use super::{Millis, Started};
 use crate::cluster::frame::{Claim, DeliverResult, ForwardOp, Frame, Handle};
-use crate::limits::FORWARD_SLACK_MS;
+use crate::limits::{FORWARD_SLACK_MS, LATE_LOOKUP_MS};
 use crate::proto::ids::{PairId, Side, Token};
 
 impl<W> Node<W> {
@@ -33,7 +33,7 @@ impl<W> Node<W> {
     /// Node `peer` is connected and authenticated: every live session looks
     /// itself up there, so pairs split by an outage find each other again
     /// and two claims to one side made during a partition are settled.
-    pub fn peer_up(&mut self, _now: Millis, peer: u16) {
+    pub fn peer_up(&mut self, now: Millis, peer: u16) {
         let Some(node) = self.peers.get_mut(usize::from(peer).wrapping_sub(1)) else {
             return;
         };
@@ -48,7 +48,17 @@ impl<W> Node<W> {
             .collect();
         for (key, gen, pair, side, hlc) in sessions {
             let req = self.new_req();
-            self.pending.insert(req, Pending::Resync { key, gen, peer });
+            let deadline = now.saturating_add(LATE_LOOKUP_MS);
+            self.req_deadlines.insert((deadline, req));
+            self.pending.insert(
+                req,
+                Pending::Resync {
+                    key,
+                    gen,
+                    peer,
+                    deadline,
+                },
+            );
             let claim = Claim {
                 handle: Handle { key, gen },
                 hlc,
@@ -424,12 +434,16 @@ impl<W> Node<W> {
                 awaiting.retain(|&p| p != peer);
                 (*key, *gen)
             }
-            Some(Pending::Resync { key, gen, peer: p }) if *p == peer => {
+            Some(Pending::Resync {
+                key, gen, peer: p, ..
+            }) if *p == peer => {
                 let found = (*key, *gen);
                 self.take_pending(req);
                 found
             }
-            Some(Pending::Late { key, gen, awaiting }) if awaiting.contains(&peer) => {
+            Some(Pending::Late {
+                key, gen, awaiting, ..
+            }) if awaiting.contains(&peer) => {
                 awaiting.retain(|&p| p != peer);
                 let found = (*key, *gen);
                 if awaiting.is_empty() {
@@ -524,11 +538,20 @@ impl<W> Node<W> {
         // one may show a rival claim or the peer.
         // Kept even when the session is gone: a late reply is then answered
         // with an `Exit`, undoing a link its node made to the lookup.
+        // Kept for at most LATE_LOOKUP_MS past the join's own deadline.
         if !awaiting.is_empty() {
-            self.pending
-                .insert(req, Pending::Late { key, gen, awaiting });
+            let late = deadline.saturating_add(LATE_LOOKUP_MS);
+            self.req_deadlines.insert((late, req));
+            self.pending.insert(
+                req,
+                Pending::Late {
+                    key,
+                    gen,
+                    awaiting,
+                    deadline: late,
+                },
+            );
         }
-        self.req_deadlines.remove(&(deadline, req));
         let reply = match self.local_session(Addr { node: 0, key, gen }) {
             Some(key) => {
                 self.count_lookup(key, found_remote);

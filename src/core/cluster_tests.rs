@@ -330,3 +330,54 @@ fn a_link_made_at_the_lookup_is_undone_when_the_asker_is_gone() {
     );
     assert_eq!(nodes[1].sessions_live(), 0);
 }
+
+/// Drops what `node` sends: the other node never hears it.
+fn drop_frames(node: &mut TestNode) -> Vec<(u32, Reply)> {
+    let mut answers = Vec::new();
+    while let Some(output) = node.poll_output() {
+        if let Output::Answer { waiter, reply } = output {
+            answers.push((waiter, reply));
+        }
+    }
+    answers
+}
+
+#[test]
+fn lookups_a_node_never_answers_are_dropped_in_time() {
+    use crate::limits::{LATE_LOOKUP_MS, LOOKUP_TIMEOUT_MS};
+    let mut nodes = cluster();
+    // n1's join asks n2, which is up but never answers.
+    assert!(matches!(
+        nodes[0].join(0, 0, &pair("p"), Side::A, None, [1; 16], || 1),
+        Started::Waiting(_)
+    ));
+    assert!(drop_frames(&mut nodes[0]).is_empty());
+    nodes[0].handle_timeout(LOOKUP_TIMEOUT_MS);
+    let answers = drop_frames(&mut nodes[0]);
+    assert!(matches!(answers.as_slice(), [(1, r)] if r.status == 201));
+    // The join is answered; its lookup is still out, a late reply counts.
+    assert_eq!(nodes[0].requests_pending(), 1);
+    let late = LOOKUP_TIMEOUT_MS + LATE_LOOKUP_MS;
+    assert!(nodes[0].next_deadline() <= Some(late));
+    nodes[0].handle_timeout(late - 1);
+    assert_eq!(nodes[0].requests_pending(), 1);
+    nodes[0].handle_timeout(late);
+    assert_eq!(nodes[0].requests_pending(), 0);
+    assert!(drop_frames(&mut nodes[0]).is_empty());
+
+    // The lookups re-sent when a node comes (back) up are bounded the same
+    // way: one per live session, dropped unanswered.
+    nodes[0].peer_down(late, 1);
+    drop_frames(&mut nodes[0]);
+    assert!(matches!(
+        nodes[0].join(late, 0, &pair("q"), Side::B, None, [2; 16], || 2),
+        Started::Done(r) if r.status == 201
+    ));
+    nodes[0].peer_up(late + 1, 1);
+    assert!(drop_frames(&mut nodes[0]).is_empty());
+    assert_eq!(nodes[0].requests_pending(), 1);
+    nodes[0].handle_timeout(late + LATE_LOOKUP_MS);
+    assert_eq!(nodes[0].requests_pending(), 1);
+    nodes[0].handle_timeout(late + 1 + LATE_LOOKUP_MS);
+    assert_eq!(nodes[0].requests_pending(), 0);
+}

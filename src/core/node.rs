@@ -20,7 +20,9 @@ use super::session::{Addr, Session, WaitingPoll};
 use super::timers::Timers;
 use super::Millis;
 use crate::cluster::frame::{Claim, ForwardOp, Frame, Handle};
-use crate::limits::{FORWARD_SLACK_MS, SECRET_BYTES, SESSION_EVENTS_MAX, TOTAL_EVENT_BYTES};
+use crate::limits::{
+    FORWARD_SLACK_MS, LATE_LOOKUP_MS, SECRET_BYTES, SESSION_EVENTS_MAX, TOTAL_EVENT_BYTES,
+};
 use crate::proto::ids::{NodeName, PairId, Side, Token};
 use slab::Slab;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -159,13 +161,21 @@ pub(super) enum Pending<W> {
         deadline: Millis,
     },
     /// A lookup re-sent for a live session when `peer` came up.
-    Resync { key: u32, gen: u64, peer: u16 },
+    Resync {
+        key: u32,
+        gen: u64,
+        peer: u16,
+        /// Dropped unanswered then ([`crate::limits::LATE_LOOKUP_MS`]).
+        deadline: Millis,
+    },
     /// Lookups still out for a live session (a join that timed out, or
     /// a session looking for its peer again); their replies still count.
     Late {
         key: u32,
         gen: u64,
         awaiting: Vec<u16>,
+        /// Dropped unanswered then ([`crate::limits::LATE_LOOKUP_MS`]).
+        deadline: Millis,
     },
     /// A client request carried out on `peer`.
     Forward {
@@ -202,8 +212,9 @@ impl<W> Pending<W> {
             Pending::Join { deadline, .. }
             | Pending::Forward { deadline, .. }
             | Pending::Resume { deadline, .. }
-            | Pending::Deliver { deadline, .. } => Some(*deadline),
-            Pending::Resync { .. } | Pending::Late { .. } => None,
+            | Pending::Deliver { deadline, .. }
+            | Pending::Resync { deadline, .. }
+            | Pending::Late { deadline, .. } => Some(*deadline),
         }
     }
 }
@@ -976,12 +987,15 @@ impl<W> Node<W> {
             return;
         }
         let req = self.send_lookups(&up, key, gen, hlc, &pair, side);
+        let deadline = now.saturating_add(LATE_LOOKUP_MS);
+        self.req_deadlines.insert((deadline, req));
         self.pending.insert(
             req,
             Pending::Late {
                 key,
                 gen,
                 awaiting: up,
+                deadline,
             },
         );
     }
@@ -1206,7 +1220,12 @@ impl<W> Node<W> {
                     _ => {}
                 }
             }
-            _ => {}
+            Some(Pending::Resync { .. } | Pending::Late { .. }) => {
+                // A node that is up but never answered: the lookup is
+                // dropped, as if that node held neither side.
+                self.take_pending(req);
+            }
+            None => {}
         }
     }
 
