@@ -195,10 +195,22 @@ impl Framed {
     ///
     /// # Errors
     ///
-    /// `BadRequest` if `buf` is not that buffer (an offset is out of it).
+    /// `BadRequest` if `buf` is plainly not that buffer: an offset is out
+    /// of it, the target is not between the two spaces of a request line,
+    /// or the head does not end with its empty line there. Other misuse (a
+    /// buffer shifted so that all of that still holds) is not detected:
+    /// pass the same buffer.
     pub fn request<'a>(&'a self, buf: &'a [u8]) -> Result<Request<'a>, HttpError> {
         let bytes = |range: &Range<usize>| buf.get(range.clone()).ok_or(HttpError::BadRequest);
         let head = &self.head;
+        let around_target = (
+            head.target.start.checked_sub(1).and_then(|i| buf.get(i)),
+            buf.get(head.target.end),
+        );
+        let head_end = head.end.checked_sub(4).and_then(|i| buf.get(i..head.end));
+        if around_target != (Some(&b' '), Some(&b' ')) || head_end != Some(b"\r\n\r\n") {
+            return Err(HttpError::BadRequest);
+        }
         // Visible ASCII by the scanner's rules, so valid UTF-8.
         let target =
             std::str::from_utf8(bytes(&head.target)?).map_err(|_| HttpError::BadRequest)?;
@@ -1004,6 +1016,7 @@ impl HeadScan {
         };
         Ok(Pending {
             head: Head {
+                end: head_end,
                 method: Method::from_token(method),
                 target,
                 version,
@@ -1120,6 +1133,8 @@ struct Pending {
 /// A parsed head; its strings are offsets into the framed buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Head {
+    /// Where the head ends (after its empty line).
+    end: usize,
     method: Method,
     target: Range<usize>,
     version: Version,
@@ -2054,6 +2069,16 @@ mod tests {
         assert_eq!(request.request(input), Ok(want));
         // A shorter buffer than the one framed: refused, not misread.
         assert_eq!(request.request(&input[..40]), Err(HttpError::BadRequest));
+        // The bytes after the request (as if they were dropped too soon).
+        let pipelined = b"GET /a HTTP/1.1\r\nAuthorization: xy\r\n\r\nGET /b HTTP/1.1\r\nX: 1234567890\r\nY: 0\r\n\r\n";
+        let Ok(Progress::Complete { request, consumed }) = Framer::new(LIMITS).advance(pipelined)
+        else {
+            panic!("a whole request");
+        };
+        assert_eq!(
+            request.request(&pipelined[consumed..]),
+            Err(HttpError::BadRequest)
+        );
     }
 
     #[test]
