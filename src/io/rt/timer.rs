@@ -71,25 +71,30 @@ fn far_future() -> Instant {
 impl Future for Timer {
     type Output = Instant;
 
+    /// Registers on the first poll and completes once the reactor has fired
+    /// it: the clock is read by the reactor once per turn, not by every
+    /// timer on every poll (most timers are cancelled, never due). A
+    /// deadline already past when first polled fires on the next turn.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Instant> {
         let Some(at) = self.at else {
             return Poll::Pending;
         };
-        let now = Instant::now();
-        if now >= at {
-            self.deregister();
-            return Poll::Ready(now);
-        }
         let Ok(reactor) = Reactor::get() else {
             return Poll::Pending; // no event loop: block_on reported why
         };
-        let registered = self
-            .id
-            .is_some_and(|id| reactor.update_timer(id, cx.waker()));
-        if !registered {
-            self.id = Some(reactor.insert_timer(at, self.every, cx.waker()));
+        match self.id {
+            Some(id) if reactor.update_timer(id, cx.waker()) => Poll::Pending,
+            Some(_) => {
+                // Fired: its slot is gone already.
+                self.id = None;
+                self.at = None;
+                Poll::Ready(Instant::now())
+            }
+            None => {
+                self.id = Some(reactor.insert_timer(at, self.every, cx.waker()));
+                Poll::Pending
+            }
         }
-        Poll::Pending
     }
 }
 
