@@ -49,8 +49,7 @@ impl<W> Node<W> {
         for (key, gen, pair, side, hlc) in sessions {
             let req = self.new_req();
             let deadline = now.saturating_add(LATE_LOOKUP_MS);
-            self.req_deadlines.insert((deadline, req));
-            self.pending.insert(
+            self.put_pending(
                 req,
                 Pending::Resync {
                     key,
@@ -271,13 +270,17 @@ impl<W> Node<W> {
                 self.send_frame(peer, Frame::DeliverReply { req, result });
             }
             Frame::DeliverReply { req, result } => {
+                let sent_there = |p: &Pending<W>| match p {
+                    Pending::Deliver { peer: to, .. } => *to == peer,
+                    _ => false,
+                };
                 if let Some(Pending::Deliver {
                     waiter,
                     key,
                     gen,
                     idempotency_key,
                     ..
-                }) = self.take_pending(req)
+                }) = self.take_pending_if(req, sent_there)
                 {
                     let reply = match result {
                         DeliverResult::Delivered => {
@@ -313,41 +316,46 @@ impl<W> Node<W> {
                 };
                 self.on_forward(now, peer, req, &pair, side, &token, op);
             }
-            Frame::ForwardReply { req, status, body } => match self.take_pending(req) {
-                Some(Pending::Forward { waiter, .. }) => {
-                    self.answer(Waiter::Local(waiter), Reply { status, body })
-                }
-                Some(Pending::Resume {
-                    waiter,
-                    pair,
-                    side,
-                    secret,
-                    wall_ms,
-                    ..
-                }) => {
-                    if status != 404 {
-                        // Resumed (200), or refused for a reason that a
-                        // join here would not change (409, 503).
-                        self.answer(Waiter::Local(waiter), Reply { status, body });
-                    } else {
-                        // Not a live session of that node: an ordinary join here.
-                        let mut waiter = Some(waiter);
-                        let started =
-                            self.join_here(now, wall_ms, &pair, side, None, secret, || {
-                                Waiter::Local(
-                                    waiter.take().expect("join_here makes its waiter once"),
-                                )
-                            });
-                        if let (Started::Done(reply), Some(w)) = (started, waiter) {
-                            self.answer(Waiter::Local(w), reply);
+            Frame::ForwardReply { req, status, body } => {
+                let answered = self.take_pending_if(req, |p| match p {
+                    Pending::Forward { peer: to, .. } | Pending::Resume { peer: to, .. } => {
+                        *to == peer
+                    }
+                    _ => false,
+                });
+                match answered {
+                    Some(Pending::Forward { waiter, .. }) => {
+                        self.answer(Waiter::Local(waiter), Reply { status, body })
+                    }
+                    Some(Pending::Resume {
+                        waiter,
+                        pair,
+                        side,
+                        secret,
+                        wall_ms,
+                        ..
+                    }) => {
+                        if status != 404 {
+                            // Resumed (200), or refused for a reason that a
+                            // join here would not change (409, 503).
+                            self.answer(Waiter::Local(waiter), Reply { status, body });
+                        } else {
+                            // Not a live session of that node: an ordinary join here.
+                            let mut waiter = Some(waiter);
+                            let started =
+                                self.join_here(now, wall_ms, &pair, side, None, secret, || {
+                                    Waiter::Local(
+                                        waiter.take().expect("join_here makes its waiter once"),
+                                    )
+                                });
+                            if let (Started::Done(reply), Some(w)) = (started, waiter) {
+                                self.answer(Waiter::Local(w), reply);
+                            }
                         }
                     }
+                    _ => {}
                 }
-                Some(other) => {
-                    self.pending.insert(req, other);
-                }
-                None => {}
-            },
+            }
             Frame::Cancel { req } => {
                 if let Some(handle) = self.remote_polls.remove(&(peer, req)) {
                     self.cancel_poll(now, handle);
@@ -541,8 +549,7 @@ impl<W> Node<W> {
         // Kept for at most LATE_LOOKUP_MS past the join's own deadline.
         if !awaiting.is_empty() {
             let late = deadline.saturating_add(LATE_LOOKUP_MS);
-            self.req_deadlines.insert((late, req));
-            self.pending.insert(
+            self.put_pending(
                 req,
                 Pending::Late {
                     key,
@@ -690,8 +697,7 @@ impl<W> Node<W> {
             _ => 0,
         };
         let deadline = now.saturating_add(wait).saturating_add(FORWARD_SLACK_MS);
-        self.req_deadlines.insert((deadline, req));
-        self.pending.insert(
+        self.put_pending(
             req,
             Pending::Forward {
                 waiter: make_waiter(),

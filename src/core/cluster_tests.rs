@@ -381,3 +381,53 @@ fn lookups_a_node_never_answers_are_dropped_in_time() {
     nodes[0].handle_timeout(late + 1 + LATE_LOOKUP_MS);
     assert_eq!(nodes[0].requests_pending(), 0);
 }
+
+#[test]
+fn replies_naming_another_kind_of_request_leave_it_alone() {
+    use crate::cluster::frame::{DeliverResult, Frame};
+    use crate::limits::LOOKUP_TIMEOUT_MS;
+    let mut nodes = cluster();
+    assert!(matches!(
+        nodes[0].join(0, 0, &pair("p"), Side::A, None, [1; 16], || 1),
+        Started::Waiting(_)
+    ));
+    let mut lookup = None;
+    while let Some(output) = nodes[0].poll_output() {
+        if let Output::Send {
+            frame: Frame::Lookup { req, .. },
+            ..
+        } = output
+        {
+            lookup = Some(req);
+        }
+    }
+    let req = lookup.expect("the join asked n2");
+    // n2 answers that request as if it were a forward, then a delivery:
+    // the join must be left alone and answered at its deadline, not
+    // dropped or left waiting for ever.
+    nodes[0].handle_frame(
+        1,
+        1,
+        Frame::ForwardReply {
+            req,
+            status: 200,
+            body: b"{}".to_vec(),
+        },
+    );
+    nodes[0].handle_frame(
+        1,
+        1,
+        Frame::DeliverReply {
+            req,
+            result: DeliverResult::Delivered,
+        },
+    );
+    assert_eq!(nodes[0].requests_pending(), 1);
+    assert!(drop_frames(&mut nodes[0]).is_empty());
+    nodes[0].handle_timeout(LOOKUP_TIMEOUT_MS);
+    let answers = drop_frames(&mut nodes[0]);
+    assert!(
+        matches!(answers.as_slice(), [(1, r)] if r.status == 201),
+        "{answers:?}"
+    );
+}

@@ -375,8 +375,7 @@ impl<W> Node<W> {
                         super::cluster::forward_frame(req, pair, side, token, ForwardOp::Resume);
                     let waiter = make_waiter();
                     let deadline = now.saturating_add(FORWARD_SLACK_MS);
-                    self.req_deadlines.insert((deadline, req));
-                    self.pending.insert(
+                    self.put_pending(
                         req,
                         Pending::Resume {
                             waiter,
@@ -460,9 +459,8 @@ impl<W> Node<W> {
         // the deadline.
         let req = self.send_lookups(&up, key, gen, hlc, pair, side);
         let deadline = now.saturating_add(self.config.lookup_timeout_ms);
-        self.req_deadlines.insert((deadline, req));
         let waiter = make_waiter();
-        self.pending.insert(
+        self.put_pending(
             req,
             Pending::Join {
                 waiter,
@@ -637,8 +635,7 @@ impl<W> Node<W> {
             let idempotency_key_wire = idempotency_key.map(<[u8]>::to_vec);
             let idempotency_key = idempotency_key.map(Box::from);
             let deadline = now.saturating_add(FORWARD_SLACK_MS);
-            self.req_deadlines.insert((deadline, req));
-            self.pending.insert(
+            self.put_pending(
                 req,
                 Pending::Deliver {
                     waiter,
@@ -988,8 +985,7 @@ impl<W> Node<W> {
         }
         let req = self.send_lookups(&up, key, gen, hlc, &pair, side);
         let deadline = now.saturating_add(LATE_LOOKUP_MS);
-        self.req_deadlines.insert((deadline, req));
-        self.pending.insert(
+        self.put_pending(
             req,
             Pending::Late {
                 key,
@@ -1190,6 +1186,29 @@ impl<W> Node<W> {
     }
 
     /// Removes a pending request and its deadline.
+    /// Files a request this node waits on, under its deadline if it has
+    /// one (the other half of [`Node::take_pending`]).
+    pub(super) fn put_pending(&mut self, req: u64, pending: Pending<W>) {
+        if let Some(deadline) = pending.deadline() {
+            self.req_deadlines.insert((deadline, req));
+        }
+        self.pending.insert(req, pending);
+    }
+
+    /// Takes request `req` only if `is` accepts it: a reply of one kind
+    /// naming a request of another kind, or one sent to another node (a
+    /// confused or hostile peer), leaves that request alone.
+    pub(super) fn take_pending_if(
+        &mut self,
+        req: u64,
+        is: impl FnOnce(&Pending<W>) -> bool,
+    ) -> Option<Pending<W>> {
+        if !self.pending.get(&req).is_some_and(is) {
+            return None;
+        }
+        self.take_pending(req)
+    }
+
     pub(super) fn take_pending(&mut self, req: u64) -> Option<Pending<W>> {
         let pending = self.pending.remove(&req)?;
         if let Some(deadline) = pending.deadline() {
