@@ -342,16 +342,34 @@ fn drop_frames(node: &mut TestNode) -> Vec<(u32, Reply)> {
     answers
 }
 
+/// Starts a join of `p`, side a, on `node` (waiter 1), which asks its
+/// peer; drops the frames and returns the lookup's `req`.
+fn join_asking_the_peer(node: &mut TestNode, p: &str) -> u64 {
+    use crate::cluster::frame::Frame;
+    assert!(matches!(
+        node.join(0, 0, &pair(p), Side::A, None, [1; 16], || 1),
+        Started::Waiting(_)
+    ));
+    let mut lookup = None;
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Send {
+                frame: Frame::Lookup { req, .. },
+                ..
+            } => lookup = Some(req),
+            Output::Send { .. } => {}
+            Output::Answer { .. } => panic!("the join was answered at once"),
+        }
+    }
+    lookup.expect("the join asked the peer")
+}
+
 #[test]
 fn lookups_a_node_never_answers_are_dropped_in_time() {
     use crate::limits::{LATE_LOOKUP_MS, LOOKUP_TIMEOUT_MS};
     let mut nodes = cluster();
     // n1's join asks n2, which is up but never answers.
-    assert!(matches!(
-        nodes[0].join(0, 0, &pair("p"), Side::A, None, [1; 16], || 1),
-        Started::Waiting(_)
-    ));
-    assert!(drop_frames(&mut nodes[0]).is_empty());
+    join_asking_the_peer(&mut nodes[0], "p");
     nodes[0].handle_timeout(LOOKUP_TIMEOUT_MS);
     let answers = drop_frames(&mut nodes[0]);
     assert!(matches!(answers.as_slice(), [(1, r)] if r.status == 201));
@@ -387,21 +405,7 @@ fn replies_naming_another_kind_of_request_leave_it_alone() {
     use crate::cluster::frame::{DeliverResult, Frame};
     use crate::limits::LOOKUP_TIMEOUT_MS;
     let mut nodes = cluster();
-    assert!(matches!(
-        nodes[0].join(0, 0, &pair("p"), Side::A, None, [1; 16], || 1),
-        Started::Waiting(_)
-    ));
-    let mut lookup = None;
-    while let Some(output) = nodes[0].poll_output() {
-        if let Output::Send {
-            frame: Frame::Lookup { req, .. },
-            ..
-        } = output
-        {
-            lookup = Some(req);
-        }
-    }
-    let req = lookup.expect("the join asked n2");
+    let req = join_asking_the_peer(&mut nodes[0], "p");
     // n2 answers that request as if it were a forward, then a delivery:
     // the join must be left alone and answered at its deadline, not
     // dropped or left waiting for ever.
