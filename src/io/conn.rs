@@ -63,7 +63,6 @@ impl Conn {
             // Each await below is a statement of its own with few live
             // locals: that keeps the task's state, which every idle
             // connection holds, small.
-            // A block, so the request's storage ends before the awaits below.
             // Boxed: the framer and the header timer live only while a
             // request is being read, not while a poll waits.
             let (framed, consumed) = match Box::pin(self.read_request()).await? {
