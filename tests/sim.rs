@@ -38,7 +38,7 @@
 
 #[path = "sim/harness.rs"]
 mod harness;
-#[path = "sim/json.rs"]
+#[path = "common/json.rs"]
 mod json;
 
 use harness::{run_seed, Knobs, Seen, Sid, Sim};

@@ -5,7 +5,7 @@
 //! Everything is driven from one event queue ordered by `(virtual ms, seq)`.
 //! Nothing reads a clock or draws OS randomness, so a seed replays exactly.
 
-use super::json::{self, J};
+use super::json::Json;
 use pairlink::cluster::frame::{ForwardOp, Frame};
 use pairlink::core::{Addr, CancelKey, Node, NodeConfig, Output, Reply, Started};
 use pairlink::proto::ids::{parse_node_name, NodeName, PairId, Side, Token};
@@ -1205,11 +1205,11 @@ impl Sim {
         if status != 200 && status != 201 {
             return;
         }
-        let parsed = json::parse(body);
+        let parsed = Json::parse(body).ok();
         let token = parsed
             .as_ref()
             .and_then(|j| j.get("session"))
-            .and_then(J::str)
+            .and_then(Json::as_str)
             .and_then(|s| Token::parse(s.as_bytes()));
         let Some(token) = token else {
             self.violate(format!(
@@ -1264,7 +1264,7 @@ impl Sim {
     }
 
     fn on_poll_body(&mut self, rid: u64, sid: Sid, after: u64, body: &[u8]) {
-        let Some(j) = json::parse(body) else {
+        let Some(j) = Json::parse(body).ok() else {
             self.violate(format!(
                 "seed {}: poll req {rid} body is not JSON",
                 self.seed
@@ -1273,16 +1273,22 @@ impl Sim {
         };
         let mut seen = Vec::new();
         let mut bad = None;
-        for e in j.get("events").and_then(J::arr).unwrap_or(&[]) {
-            let seq = e.get("seq").and_then(J::num).unwrap_or(0);
-            let ev = match e.get("type").and_then(J::str) {
+        for e in j.get("events").and_then(Json::as_arr).unwrap_or(&[]) {
+            let seq = e.get("seq").and_then(Json::as_u64).unwrap_or(0);
+            let ev = match e.get("type").and_then(Json::as_str) {
                 Some("peer_online") => Seen::Online,
-                Some("message") => {
-                    Seen::Msg(e.get("data").and_then(J::str).unwrap_or("").to_string())
-                }
-                Some("peer_offline") => {
-                    Seen::Offline(e.get("reason").and_then(J::str).unwrap_or("?").to_string())
-                }
+                Some("message") => Seen::Msg(
+                    e.get("data")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                Some("peer_offline") => Seen::Offline(
+                    e.get("reason")
+                        .and_then(Json::as_str)
+                        .unwrap_or("?")
+                        .to_string(),
+                ),
                 _ => {
                     bad = Some("unknown event type");
                     continue;
@@ -1290,7 +1296,7 @@ impl Sim {
             };
             seen.push((seq, ev));
         }
-        if j.get("peer").and_then(J::str).is_none() {
+        if j.get("peer").and_then(Json::as_str).is_none() {
             bad = Some("no peer field");
         }
         for w in seen.windows(2) {
@@ -1340,7 +1346,7 @@ impl Sim {
                 Seen::Msg(_) => None,
             })
             .unwrap_or(false);
-        let body_online = j.get("peer").and_then(J::str) == Some("online");
+        let body_online = j.get("peer").and_then(Json::as_str) == Some("online");
         if let Some((seq, old, new)) = clash {
             self.violate(format!(
                 "seed {}: {sid} seq {seq} was {old:?}, now {new:?}",
