@@ -435,3 +435,78 @@ fn replies_naming_another_kind_of_request_leave_it_alone() {
         "{answers:?}"
     );
 }
+
+#[test]
+fn ever_better_claims_do_not_grow_a_session_past_its_event_cap() {
+    use crate::cluster::frame::{Claim, Frame, Handle};
+    use crate::limits::SESSION_EVENTS_MAX;
+    let mut nodes = cluster();
+    join(&mut nodes, 0, "p", Side::A, 1);
+    join(&mut nodes, 1, "p", Side::B, 2);
+    let a = nodes[0].inspect().next().unwrap().addr;
+    assert!(nodes[0].sessions[a.key as usize].peer.is_some());
+    let to = Handle {
+        key: a.key,
+        gen: a.gen,
+    };
+    // n2 (confused or hostile) sends links with ever better claims to
+    // side b; a's client never acknowledges what it hears.
+    for i in 0..(SESSION_EVENTS_MAX as u32 + 500) {
+        let from = Claim {
+            handle: Handle {
+                key: u32::MAX - i,
+                gen: 1,
+            },
+            hlc: 0,
+        };
+        nodes[0].handle_frame(1, 1, Frame::Link { from, to });
+        while nodes[0].poll_output().is_some() {}
+    }
+    let events = nodes[0].sessions[a.key as usize].events.len();
+    assert!(events <= SESSION_EVENTS_MAX, "{events} events");
+}
+
+#[test]
+fn a_forwarded_poll_waits_no_longer_than_the_cap() {
+    use crate::cluster::frame::{ForwardOp, Frame};
+    use crate::limits::POLL_TIMEOUT_MS_MAX;
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    nodes[0].handle_frame(
+        1,
+        1,
+        Frame::Forward {
+            req: 77,
+            pair: pair("p"),
+            side: Side::A,
+            key: a.key,
+            gen: a.gen,
+            secret: a.secret,
+            op: ForwardOp::Poll {
+                after: 0,
+                timeout_ms: Some(u64::MAX),
+            },
+        },
+    );
+    while nodes[0].poll_output().is_some() {}
+    // Run the node's timers until the poll is answered (a bounded number
+    // of steps: the session's own deadline, then the poll's).
+    let mut answered_at = None;
+    for _ in 0..10 {
+        let at = nodes[0].next_deadline().expect("a timer is set");
+        nodes[0].handle_timeout(at);
+        while let Some(output) = nodes[0].poll_output() {
+            if let Output::Send {
+                frame: Frame::ForwardReply { req: 77, .. },
+                ..
+            } = output
+            {
+                answered_at = Some(at);
+            }
+        }
+        if answered_at.is_some() {
+            break;
+        }
+    }
+    assert_eq!(answered_at, Some(1 + POLL_TIMEOUT_MS_MAX));
+}

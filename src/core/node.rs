@@ -21,7 +21,8 @@ use super::timers::Timers;
 use super::Millis;
 use crate::cluster::frame::{Claim, ForwardOp, Frame, Handle};
 use crate::limits::{
-    FORWARD_SLACK_MS, LATE_LOOKUP_MS, SECRET_BYTES, SESSION_EVENTS_MAX, TOTAL_EVENT_BYTES,
+    FORWARD_SLACK_MS, LATE_LOOKUP_MS, POLL_TIMEOUT_MS_MAX, SECRET_BYTES, SESSION_EVENTS_MAX,
+    TOTAL_EVENT_BYTES,
 };
 use crate::proto::ids::{NodeName, PairId, Side, Token};
 use slab::Slab;
@@ -524,7 +525,11 @@ impl<W> Node<W> {
         self.answer_poll(now, key);
 
         let session = &mut self.sessions[key as usize];
-        let timeout_ms = timeout_ms.unwrap_or(self.config.poll_timeout_ms);
+        // Capped here too, not only by the HTTP query parser: a forwarded
+        // poll's timeout comes from another node's frame.
+        let timeout_ms = timeout_ms
+            .unwrap_or(self.config.poll_timeout_ms)
+            .min(POLL_TIMEOUT_MS_MAX);
         if !session.events.is_empty() || timeout_ms == 0 {
             return Started::Done(Reply::ok(poll_body(
                 session.peer.is_some(),
@@ -903,8 +908,15 @@ impl<W> Node<W> {
         candidate_hlc: u64,
     ) -> bool {
         let session = &self.sessions[key as usize];
+        // A session holding SESSION_EVENTS_MAX unacknowledged events takes
+        // no new peer: each link adds a `peer_online` (and a switch a
+        // `peer_offline` too), so a join/leave loop or a stream of ever
+        // better claims (from any node) could otherwise grow its buffer
+        // without bound. The offer is refused like a losing one.
+        let room = SESSION_EVENTS_MAX.saturating_sub(session.events.len());
         match session.peer {
             Some(current) if current == candidate => true,
+            Some(_) if room < 2 => false,
             Some(current) => {
                 let wins = self.claim_order(candidate, candidate_hlc)
                     < self.claim_order(current, session.peer_hlc);
@@ -922,11 +934,7 @@ impl<W> Node<W> {
                 }
                 wins
             }
-            // A session holding SESSION_EVENTS_MAX unacknowledged events
-            // takes no new peer: each link adds a `peer_online`, so a
-            // join/leave loop (from any node) could otherwise grow its
-            // buffer without bound. The offer is refused like a losing one.
-            None if session.events.len() >= SESSION_EVENTS_MAX => false,
+            None if room < 1 => false,
             None => {
                 let session = &mut self.sessions[key as usize];
                 session.peer = Some(candidate);
