@@ -510,3 +510,58 @@ fn a_forwarded_poll_waits_no_longer_than_the_cap() {
     }
     assert_eq!(answered_at, Some(1 + POLL_TIMEOUT_MS_MAX));
 }
+
+/// Every link on `node` between two of its own sessions goes both ways.
+fn assert_local_links_symmetric(node: &TestNode) {
+    let views: Vec<_> = node.inspect().map(|v| (v.addr, v.peer)).collect();
+    for &(addr, peer) in &views {
+        if let Some(peer) = peer.filter(|p| p.node == 0) {
+            let back = views.iter().find(|(a, _)| *a == peer).and_then(|(_, p)| *p);
+            assert_eq!(
+                back,
+                Some(addr),
+                "one-way link {addr:?} -> {peer:?}: {views:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_full_session_is_linked_both_ways_or_not_at_all() {
+    use crate::limits::SESSION_EVENTS_MAX;
+    let mut nodes = cluster();
+    let k = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    let r = token_in(&join(&mut nodes, 1, "p", Side::B, 2));
+    // R fills K (which never acknowledges) to SESSION_EVENTS_MAX - 1
+    // events: its peer_online and 4094 messages.
+    for _ in 0..SESSION_EVENTS_MAX - 2 {
+        nodes[1].send(1, &pair("p"), Side::B, &r, None, "".into(), || 100);
+        pump(&mut nodes, 1);
+    }
+    // Q joins side b on n1 (K has no room to switch to it) and R leaves
+    // before n2 answers Q's lookup: K hears peer_offline (now full) and
+    // looks for its peer again, finding Q here.
+    assert!(matches!(
+        nodes[0].join(2, 2, &pair("p"), Side::B, None, [3; 16], || 3),
+        Started::Waiting(_)
+    ));
+    assert!(matches!(
+        nodes[1].leave(2, &pair("p"), Side::B, &r, || 4),
+        Started::Done(_)
+    ));
+    let answers = pump(&mut nodes, 2);
+    let q_reply = &answers
+        .iter()
+        .find(|(n, w, _)| *n == 0 && *w == 3)
+        .unwrap()
+        .2;
+    assert_eq!(q_reply.status, 201);
+    assert_local_links_symmetric(&nodes[0]);
+    // Once K's client acknowledges, the two are linked (both ways).
+    let polled = poll_now(&mut nodes[0], "p", Side::A, &k, SESSION_EVENTS_MAX as u64);
+    assert!(polled.contains(r#""peer":"online""#), "{polled}");
+    assert_local_links_symmetric(&nodes[0]);
+    let q = token_in(q_reply);
+    let polled = poll_now(&mut nodes[0], "p", Side::B, &q, 0);
+    assert!(polled.contains(r#""peer":"online""#), "{polled}");
+}

@@ -521,6 +521,11 @@ impl<W> Node<W> {
         let (events, bytes) = session.acknowledge(after);
         self.total_events -= events;
         self.total_data_bytes -= bytes;
+        // Room again after a link was refused for want of it: look again.
+        if events > 0 && session.link_refused && session.peer.is_none() {
+            session.link_refused = false;
+            self.relookup(now, key);
+        }
         // A newer poll answers the older one at once.
         self.answer_poll(now, key);
 
@@ -882,7 +887,13 @@ impl<W> Node<W> {
     }
 
     /// Links two local handlers; each gets `peer_online`, the newer first.
+    /// Nothing is linked when `key` (unlinked) has no room for the event:
+    /// a link is made on both sides or on neither.
     fn link_local(&mut self, now: Millis, key: u32, peer_key: u32) {
+        if self.sessions[key as usize].events.len() >= SESSION_EVENTS_MAX {
+            self.sessions[key as usize].link_refused = true;
+            return;
+        }
         let (addr, peer_addr) = (self.addr(key), self.addr(peer_key));
         let (hlc, peer_hlc) = (
             self.sessions[key as usize].hlc,
@@ -914,9 +925,13 @@ impl<W> Node<W> {
         // better claims (from any node) could otherwise grow its buffer
         // without bound. The offer is refused like a losing one.
         let room = SESSION_EVENTS_MAX.saturating_sub(session.events.len());
+        let needed = if session.peer.is_some() { 2 } else { 1 };
         match session.peer {
             Some(current) if current == candidate => true,
-            Some(_) if room < 2 => false,
+            _ if room < needed => {
+                self.sessions[key as usize].link_refused = true;
+                false
+            }
             Some(current) => {
                 let wins = self.claim_order(candidate, candidate_hlc)
                     < self.claim_order(current, session.peer_hlc);
@@ -934,7 +949,6 @@ impl<W> Node<W> {
                 }
                 wins
             }
-            None if room < 1 => false,
             None => {
                 let session = &mut self.sessions[key as usize];
                 session.peer = Some(candidate);
@@ -981,11 +995,7 @@ impl<W> Node<W> {
         }
         let (pair, side, gen, hlc) = (session.pair.clone(), session.side, session.gen, session.hlc);
         if let Some(peer_key) = self.registered(&pair, side.peer()) {
-            let (addr, peer_addr) = (self.addr(key), self.addr(peer_key));
-            let peer_hlc = self.sessions[peer_key as usize].hlc;
-            if self.offer_link(now, peer_key, addr, hlc) {
-                self.offer_link(now, key, peer_addr, peer_hlc);
-            }
+            self.link_local(now, key, peer_key);
         }
         let up = self.up_peers();
         if up.is_empty() {

@@ -67,6 +67,9 @@ pub struct Session<W> {
     /// nodes, with the sending handle, so a retried `Deliver` is not
     /// buffered twice. Bounded like `idempotency_keys`.
     pub received_keys: VecDeque<(u16, u32, u64, Box<[u8]>)>,
+    /// A link was refused for want of room for its events: once the
+    /// client acknowledges some, the session looks for its peer again.
+    pub link_refused: bool,
 }
 
 impl<W> Session<W> {
@@ -95,6 +98,7 @@ impl<W> Session<W> {
             hlc,
             idempotency_keys: VecDeque::new(),
             received_keys: VecDeque::new(),
+            link_refused: false,
         }
     }
 
