@@ -125,9 +125,7 @@ impl Conn {
             request.method == Method::Head,
         );
         self.buf.drain(..consumed);
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_BYTES_MAX {
-            self.buf = Vec::new();
-        }
+        release_spare(&mut self.buf);
         Ok(done)
     }
 
@@ -370,6 +368,22 @@ thread_local! {
 /// this (a big `/metrics`), so one large answer does not stay resident.
 const OUT_SCRATCH_BYTES_MAX: usize = 64 * 1024;
 
+/// Gives back what a large request left in `buf` once its bytes are
+/// dropped: an empty buffer above [`IDLE_BUFFER_BYTES_MAX`] is freed, and
+/// one holding a few pipelined bytes is shrunk to fit them (but not below
+/// that), so a poll that then waits does not keep the large request's
+/// memory.
+fn release_spare(buf: &mut Vec<u8>) {
+    if buf.capacity() <= IDLE_BUFFER_BYTES_MAX {
+        return;
+    }
+    if buf.is_empty() {
+        *buf = Vec::new();
+    } else {
+        buf.shrink_to(IDLE_BUFFER_BYTES_MAX);
+    }
+}
+
 /// Raw bytes one request may take: its head, its body twice over for
 /// chunk framing, and some slack.
 fn raw_request_bytes_max(body_bytes_max: usize) -> usize {
@@ -408,6 +422,33 @@ mod tests {
     /// (refusals, lingering, reading a request) are boxed so that they do
     /// not set it; a change that makes it grow past this bound should box
     /// what grew, or raise the bound knowingly.
+    #[test]
+    fn spare_buffer_memory_is_given_back() {
+        // Empty after a large request: freed.
+        let mut buf = Vec::with_capacity(64 * 1024);
+        release_spare(&mut buf);
+        assert_eq!(buf.capacity(), 0);
+        // One pipelined byte after a large request: shrunk.
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.push(b'G');
+        release_spare(&mut buf);
+        assert!(
+            buf.capacity() <= IDLE_BUFFER_BYTES_MAX,
+            "{}",
+            buf.capacity()
+        );
+        assert_eq!(buf, b"G");
+        // A large pipelined request is kept whole.
+        let mut buf = vec![b'x'; 48 * 1024];
+        release_spare(&mut buf);
+        assert_eq!(buf.len(), 48 * 1024);
+        // A small buffer is left alone.
+        let mut buf = Vec::with_capacity(IDLE_BUFFER_BYTES_MAX);
+        buf.push(b'G');
+        release_spare(&mut buf);
+        assert_eq!(buf.capacity(), IDLE_BUFFER_BYTES_MAX);
+    }
+
     #[test]
     fn a_connection_task_stays_small() {
         let size = returned_size(serve);
