@@ -317,6 +317,13 @@ async fn read_half(
             return describe(&e);
         }
         loop {
+            // A connection replaced by a newer one (or closing for any
+            // reason) hands the node nothing more: its peer went down and
+            // came back up on the new connection, and frames read here
+            // after that would name handles of the old peer's life.
+            if let Some(why) = handle.closing.get() {
+                return why.into();
+            }
             let event = handle.conn.borrow_mut().poll_event();
             let Some(event) = event else { break };
             match event {
