@@ -228,7 +228,7 @@ fn check_framing(request: &Request, raw: &[u8]) {
             assert_eq!(request.body, body_raw);
         }
         (true, [coding]) => {
-            assert!(coding.eq_ignore_ascii_case(b"chunked"), "{shown:?}");
+            assert_eq!(*coding, b"chunked", "exactly chunked (API.md): {shown:?}");
             assert_eq!(
                 request.version,
                 Version::Http11,

@@ -48,7 +48,8 @@
 //!   413 as soon as the head is parsed.
 //! - `Transfer-Encoding` together with `Content-Length` is 400, in an
 //!   HTTP/1.0 request 400, and anything but one field whose value is exactly
-//!   `chunked` (case-insensitive, OWS-trimmed) is 501.
+//!   `chunked` (OWS-trimmed, and case-sensitive: API.md says "exactly",
+//!   though RFC 9112 would allow `Chunked`) is 501.
 //! - Chunk sizes are 1 to [`CHUNK_SIZE_DIGITS_MAX`] hex digits; extensions
 //!   must follow the RFC 9112 §7.1.1 grammar and are ignored; a size line is
 //!   at most [`CHUNK_LINE_BYTES_MAX`] bytes; trailer fields are checked and
@@ -1067,7 +1068,7 @@ impl<'b> Fields<'b> {
             }
             17 if is(b"transfer-encoding") => {
                 self.transfer_encodings += 1;
-                self.chunked = trim_ows(value).eq_ignore_ascii_case(b"chunked");
+                self.chunked = trim_ows(value) == b"chunked";
             }
             10 if is(b"connection") => {
                 self.close |= value
@@ -1638,7 +1639,7 @@ mod tests {
                 post(b"hello world"),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding:  ChUnKeD \r\n\r\n0\r\n\r\n",
+                b"POST / HTTP/1.1\r\nTransfer-Encoding:  chunked \r\n\r\n0\r\n\r\n",
                 post(b""),
             ),
             (
@@ -1826,8 +1827,10 @@ mod tests {
 
     #[test]
     fn transfer_encoding_rules() {
-        let not_implemented: [&[u8]; 9] = [
+        let not_implemented: [&[u8]; 11] = [
             b"Transfer-Encoding: gzip\r\n",
+            b"Transfer-Encoding: Chunked\r\n",
+            b"Transfer-Encoding: CHUNKED\r\n",
             b"Transfer-Encoding: chunked, chunked\r\n",
             b"Transfer-Encoding: gzip, chunked\r\n",
             b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
