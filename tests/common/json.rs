@@ -67,28 +67,23 @@ impl Json {
 
     /// The string member `key`; panics when absent or not a string.
     pub fn str(&self, key: &str) -> &str {
-        match self.get(key) {
-            Some(Json::Str(s)) => s,
-            other => panic!("member {key:?} is not a string ({other:?}) in {self:?}"),
-        }
+        self.get(key)
+            .and_then(Json::as_str)
+            .unwrap_or_else(|| panic!("member {key:?} is not a string in {self:?}"))
     }
 
     /// The non-negative integer member `key`.
     pub fn u64(&self, key: &str) -> u64 {
-        match self.get(key) {
-            Some(Json::Num(n)) => n
-                .parse()
-                .unwrap_or_else(|_| panic!("member {key:?} is not an unsigned integer: {n}")),
-            other => panic!("member {key:?} is not a number ({other:?}) in {self:?}"),
-        }
+        self.get(key)
+            .and_then(Json::as_u64)
+            .unwrap_or_else(|| panic!("member {key:?} is not an unsigned integer in {self:?}"))
     }
 
     /// The array member `key`.
     pub fn arr(&self, key: &str) -> &[Json] {
-        match self.get(key) {
-            Some(Json::Arr(a)) => a,
-            other => panic!("member {key:?} is not an array ({other:?}) in {self:?}"),
-        }
+        self.get(key)
+            .and_then(Json::as_arr)
+            .unwrap_or_else(|| panic!("member {key:?} is not an array in {self:?}"))
     }
 }
 
