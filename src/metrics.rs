@@ -19,6 +19,8 @@ pub struct Metrics {
     pub connections_accepted: u64,
     /// Connections refused over `--max-connections`.
     pub connections_refused: u64,
+    /// Node-to-node connections closed on accept: too many handshaking.
+    pub cluster_connections_refused: u64,
     /// Responses by position in `STATUSES`.
     responses: [u64; STATUSES.len()],
 }
@@ -232,6 +234,17 @@ pub fn render<W>(
     ] {
         let _ = writeln!(out, "pairlink_cluster_peers{{state=\"{state}\"}} {n}");
     }
+    family(
+        &mut out,
+        "cluster_connections_refused_total",
+        "counter",
+        "Node-to-node connections closed on accept: too many still handshaking.",
+    );
+    sample(
+        &mut out,
+        "cluster_connections_refused_total",
+        metrics.cluster_connections_refused,
+    );
     out.into_bytes()
 }
 
@@ -268,7 +281,7 @@ mod tests {
         assert!(text.contains("pairlink_lookups_total{outcome=\"miss\"} 0\n"));
         assert!(text.contains("pairlink_cluster_peers{state=\"up\"} 0\n"));
         assert!(text.contains("pairlink_peer_rtt_seconds{peer=\"n2\"} 0.003\n"));
-        assert!(text.contains("pairlink_peer_rtt_seconds{peer=\"n2\"} 0.003\n"));
+        assert!(text.contains("pairlink_cluster_connections_refused_total 0\n"));
         // Every sample belongs to a family announced just before it.
         let mut current = String::new();
         for line in text.lines() {

@@ -1795,6 +1795,100 @@ fn garbage_on_the_cluster_port_is_closed_and_the_node_keeps_serving() {
     }
 }
 
+/// Accepted cluster connections that may be handshaking at once
+/// (`INBOUND_HANDSHAKES_MAX` in src/io/cluster.rs).
+const INBOUND_HANDSHAKES_MAX: usize = 32;
+
+/// Opens `n` connections to `addr` that send nothing.
+fn silent_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("silent connection {i} to {addr}: {e}"))
+        })
+        .collect()
+}
+
+/// How many of `conns` the server has closed: each is read without
+/// waiting until it would block (open: an accepted connection has been
+/// sent the node's `Hello`, nothing more) or ends (closed).
+fn count_closed(conns: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    for s in conns.iter_mut() {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 512];
+        let mut got = 0usize;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(n) => {
+                    got += n;
+                    assert!(got <= 4096, "more than a Hello from a cluster port");
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    closed += 1; // reset
+                    break;
+                }
+            }
+        }
+    }
+    closed
+}
+
+#[test]
+fn connections_still_handshaking_on_the_cluster_port_are_bounded() {
+    // A slow heartbeat puts the handshake deadline (3 heartbeats) at 6 s,
+    // far beyond this test's waits: only the bound closes anything here.
+    let mut c = Cluster::start(2, &["--heartbeat", "2s"]);
+    c.wait_all_up(CLUSTER_UP_WITHIN);
+    // n1 dials, n2 accepts: n1's connection, authenticated, holds no place.
+    let addr: SocketAddr = c.peer_addr(1).parse().unwrap();
+    let extra = 8;
+    let mut flood = silent_connections(addr, INBOUND_HANDSHAKES_MAX + extra);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        count_closed(&mut flood),
+        extra,
+        "of {} silent connections, all but {INBOUND_HANDSHAKES_MAX} are closed at once",
+        flood.len()
+    );
+    let m = metrics(c.node(1));
+    assert_eq!(
+        metric(&m, "pairlink_cluster_connections_refused_total", ""),
+        extra as f64
+    );
+    // Meanwhile the node serves HTTP and keeps its peer.
+    assert_all_serving(&c, &[0, 1]);
+    assert_eq!(c.view(1).state_of("n1"), "up");
+    let x = join_at(c.node(0), "n1", "hs", "a");
+    let y = join_at(c.node(1), "n2", "hs", "b");
+    assert_eq!(y.peer, "online");
+    relay_both_ways(c.node(0), &x, 1, c.node(1), &y, 1, "during the flood");
+
+    // Closing them gives their places back.
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut again = silent_connections(addr, INBOUND_HANDSHAKES_MAX);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count_closed(&mut again), 0, "places not given back");
+    drop(again);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A restarted peer dials again and is let in.
+    c.kill9(0);
+    c.restart(0);
+    c.wait_all_up(CLUSTER_UP_WITHIN);
+    let m = metrics(c.node(1));
+    assert_eq!(
+        metric(&m, "pairlink_cluster_connections_refused_total", ""),
+        extra as f64
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Metrics
 // ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use super::Shared;
 use crate::api::PeerState;
 use crate::cluster::backoff::Backoff;
 use crate::cluster::conn::{ConnError, ConnEvent, PeerConn};
-use crate::cluster::frame::Frame;
+use crate::cluster::frame::{Frame, FRAME_PREFIX_BYTES, HANDSHAKE_FRAME_BYTES_MAX};
 use crate::cluster::handshake::Role;
 use crate::config::PeerSpec;
 use crate::proto::ids::NodeName;
@@ -24,8 +24,21 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Bytes read from a peer socket at a time.
+/// Bytes read from a peer socket at a time once the peer is authenticated.
 const PEER_READ_BYTES: usize = 64 * 1024;
+/// Bytes read at a time before that: a handshake frame is at most
+/// [`HANDSHAKE_FRAME_BYTES_MAX`] plus its prefix, so a connection that
+/// never authenticates holds no more than this.
+const HANDSHAKE_READ_BYTES: usize = 512;
+/// Accepted connections that may be handshaking at once. One more is
+/// closed as soon as it is accepted (and counted in `/metrics`): whoever
+/// can reach the cluster port cannot hold an unbounded number of sockets,
+/// tasks and buffers until the handshake deadline. Configured peers need
+/// one each, at most two while a connection is being replaced; a peer
+/// refused during a flood dials again after its backoff.
+pub const INBOUND_HANDSHAKES_MAX: usize = 32;
+
+const _: () = assert!(HANDSHAKE_READ_BYTES >= HANDSHAKE_FRAME_BYTES_MAX + FRAME_PREFIX_BYTES);
 /// Bound on a dial: connect within this or try again later.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -71,6 +84,8 @@ pub struct ClusterState {
     /// The established connection of each peer (index = node index - 1).
     conns: Vec<Option<Rc<ConnHandle>>>,
     next_conn_id: u64,
+    /// Accepted connections whose handshake has not completed.
+    inbound_handshakes: usize,
 }
 
 impl ClusterState {
@@ -84,6 +99,7 @@ impl ClusterState {
             peers,
             conns,
             next_conn_id: 1,
+            inbound_handshakes: 0,
         }
     }
 
@@ -155,11 +171,17 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
             .and_then(|(stream, from)| Ok((Io::new(stream)?, from)));
         match accepted {
             Ok((stream, from)) => {
+                let Some(slot) = HandshakeSlot::take(&shared) else {
+                    // Dropping the stream closes it.
+                    log::debug!("cluster connection from {from} closed: {INBOUND_HANDSHAKES_MAX} handshakes already under way");
+                    shared.metrics(|m| m.cluster_connections_refused += 1);
+                    continue;
+                };
                 let _ = stream.get_ref().set_nodelay(true);
                 log::debug!("cluster connection from {from}");
                 let shared = shared.clone();
                 ex.spawn_detached(async move {
-                    run_conn(shared, stream, Role::Acceptor, None).await;
+                    run_conn(shared, stream, Role::Acceptor, Some(slot), None).await;
                 });
             }
             Err(e) => {
@@ -185,8 +207,14 @@ pub async fn dial_loop(shared: Rc<Shared>, index: usize) {
     loop {
         match connect(&addr).await {
             Ok(stream) => {
-                let was_up =
-                    run_conn(shared.clone(), stream, Role::Dialer, Some(dialed.clone())).await;
+                let was_up = run_conn(
+                    shared.clone(),
+                    stream,
+                    Role::Dialer,
+                    None,
+                    Some(dialed.clone()),
+                )
+                .await;
                 if was_up {
                     backoff.reset();
                 }
@@ -231,12 +259,35 @@ async fn connect(addr: &str) -> io::Result<Io<TcpStream>> {
     Err(last)
 }
 
-/// Runs one connection until it ends. Returns whether it got past the
-/// handshake.
+/// One of the [`INBOUND_HANDSHAKES_MAX`] places of accepted connections
+/// still handshaking; given back when dropped.
+struct HandshakeSlot(Rc<Shared>);
+
+impl HandshakeSlot {
+    fn take(shared: &Rc<Shared>) -> Option<HandshakeSlot> {
+        let mut cluster = shared.cluster.borrow_mut();
+        if cluster.inbound_handshakes >= INBOUND_HANDSHAKES_MAX {
+            return None;
+        }
+        cluster.inbound_handshakes += 1;
+        Some(HandshakeSlot(shared.clone()))
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut cluster = self.0.cluster.borrow_mut();
+        cluster.inbound_handshakes = cluster.inbound_handshakes.saturating_sub(1);
+    }
+}
+
+/// Runs one connection until it ends; an accepted one holds `slot` until
+/// its handshake completes. Returns whether it got past the handshake.
 async fn run_conn(
     shared: Rc<Shared>,
     stream: Io<TcpStream>,
     role: Role,
+    slot: Option<HandshakeSlot>,
     dialed: Option<NodeName>,
 ) -> bool {
     let handle = {
@@ -266,7 +317,7 @@ async fn run_conn(
     handle.wake(); // our Hello is queued
     let peer: Rc<Cell<Option<u16>>> = Rc::new(Cell::new(None));
     let why = future::or(
-        read_half(&shared, &stream, &handle, &peer),
+        read_half(&shared, &stream, &handle, &peer, slot),
         future::or(write_half(&stream, &handle), tick(&shared, &handle, &peer)),
     )
     .await;
@@ -299,8 +350,9 @@ async fn read_half(
     stream: &Io<TcpStream>,
     handle: &Rc<ConnHandle>,
     peer: &Cell<Option<u16>>,
+    mut slot: Option<HandshakeSlot>,
 ) -> String {
-    let mut buf = vec![0u8; PEER_READ_BYTES];
+    let mut buf = vec![0u8; HANDSHAKE_READ_BYTES];
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) => return "closed by the peer".into(),
@@ -328,7 +380,11 @@ async fn read_half(
             let Some(event) = event else { break };
             match event {
                 ConnEvent::Up { peer: name } => match shared.install(&name, handle) {
-                    Some(index) => peer.set(Some(index)),
+                    Some(index) => {
+                        peer.set(Some(index));
+                        drop(slot.take()); // a handshaking place no more
+                        buf.resize(PEER_READ_BYTES, 0);
+                    }
                     None => return format!("{name} is not a configured peer"),
                 },
                 ConnEvent::Frame(frame) => {
