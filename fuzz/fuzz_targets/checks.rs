@@ -438,265 +438,29 @@ pub fn json_escape(data: &[u8]) {
     assert!(out.starts_with(b"[1,"), "write_str must only append");
     let encoded = &out[3..];
     assert!(encoded.iter().all(|&b| b >= 0x20), "raw control character");
-    assert_eq!(json_value::parse(encoded), Ok(Value::Str(s.to_owned())));
+    assert_eq!(Json::parse(encoded), Ok(Json::Str(s.to_owned())));
     out.push(b']');
     assert_eq!(
-        json_value::parse(&out),
-        Ok(Value::Array(vec![
-            Value::Number("1".to_owned()),
-            Value::Str(s.to_owned())
+        Json::parse(&out),
+        Ok(Json::Arr(vec![
+            Json::Num("1".to_owned()),
+            Json::Str(s.to_owned())
         ]))
     );
     let body = error_body(s, s);
     assert_eq!(
-        json_value::parse(&body),
-        Ok(Value::Object(vec![
-            ("error".to_owned(), Value::Str(s.to_owned())),
-            ("message".to_owned(), Value::Str(s.to_owned())),
+        Json::parse(&body),
+        Ok(Json::Obj(vec![
+            ("error".to_owned(), Json::Str(s.to_owned())),
+            ("message".to_owned(), Json::Str(s.to_owned())),
         ]))
     );
 }
 
-use json_value::Value;
-
-/// A strict RFC 8259 reader, small and slow, for checking what the server
-/// writes. Objects keep their members in order (duplicates included).
-mod json_value {
-    /// Nesting deeper than this is refused; pairlink writes at most 3.
-    const DEPTH_MAX: usize = 16;
-
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub enum Value {
-        Null,
-        Bool(bool),
-        /// The number's text, checked against the grammar.
-        Number(String),
-        Str(String),
-        Array(Vec<Value>),
-        Object(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        /// The member `name` of an object.
-        pub fn get(&self, name: &str) -> Option<&Value> {
-            match self {
-                Value::Object(members) => members.iter().find(|(n, _)| n == name).map(|(_, v)| v),
-                _ => None,
-            }
-        }
-
-        pub fn as_str(&self) -> Option<&str> {
-            match self {
-                Value::Str(s) => Some(s),
-                _ => None,
-            }
-        }
-
-        pub fn as_u64(&self) -> Option<u64> {
-            match self {
-                Value::Number(n) => n.parse().ok(),
-                _ => None,
-            }
-        }
-    }
-
-    /// Parses one whole document; the error is the offset where it failed.
-    pub fn parse(bytes: &[u8]) -> Result<Value, usize> {
-        let mut reader = Reader { bytes, pos: 0 };
-        let value = reader.value(0)?;
-        reader.ws();
-        if reader.pos != bytes.len() {
-            return Err(reader.pos);
-        }
-        Ok(value)
-    }
-
-    struct Reader<'a> {
-        bytes: &'a [u8],
-        pos: usize,
-    }
-
-    impl Reader<'_> {
-        fn peek(&self) -> Option<u8> {
-            self.bytes.get(self.pos).copied()
-        }
-
-        fn next(&mut self) -> Result<u8, usize> {
-            let b = self.peek().ok_or(self.pos)?;
-            self.pos += 1;
-            Ok(b)
-        }
-
-        fn expect(&mut self, want: u8) -> Result<(), usize> {
-            if self.next()? == want {
-                Ok(())
-            } else {
-                Err(self.pos - 1)
-            }
-        }
-
-        fn ws(&mut self) {
-            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-                self.pos += 1;
-            }
-        }
-
-        fn literal(&mut self, text: &[u8], value: Value) -> Result<Value, usize> {
-            if self.bytes[self.pos..].starts_with(text) {
-                self.pos += text.len();
-                Ok(value)
-            } else {
-                Err(self.pos)
-            }
-        }
-
-        fn value(&mut self, depth: usize) -> Result<Value, usize> {
-            if depth > DEPTH_MAX {
-                return Err(self.pos);
-            }
-            self.ws();
-            match self.peek().ok_or(self.pos)? {
-                b'n' => self.literal(b"null", Value::Null),
-                b't' => self.literal(b"true", Value::Bool(true)),
-                b'f' => self.literal(b"false", Value::Bool(false)),
-                b'"' => Ok(Value::Str(self.string()?)),
-                b'[' => {
-                    self.pos += 1;
-                    let mut items = Vec::new();
-                    self.ws();
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                        return Ok(Value::Array(items));
-                    }
-                    loop {
-                        items.push(self.value(depth + 1)?);
-                        self.ws();
-                        match self.next()? {
-                            b',' => continue,
-                            b']' => return Ok(Value::Array(items)),
-                            _ => return Err(self.pos - 1),
-                        }
-                    }
-                }
-                b'{' => {
-                    self.pos += 1;
-                    let mut members = Vec::new();
-                    self.ws();
-                    if self.peek() == Some(b'}') {
-                        self.pos += 1;
-                        return Ok(Value::Object(members));
-                    }
-                    loop {
-                        self.ws();
-                        let name = self.string()?;
-                        self.ws();
-                        self.expect(b':')?;
-                        members.push((name, self.value(depth + 1)?));
-                        self.ws();
-                        match self.next()? {
-                            b',' => continue,
-                            b'}' => return Ok(Value::Object(members)),
-                            _ => return Err(self.pos - 1),
-                        }
-                    }
-                }
-                _ => self.number(),
-            }
-        }
-
-        fn digits(&mut self) -> usize {
-            let start = self.pos;
-            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                self.pos += 1;
-            }
-            self.pos - start
-        }
-
-        fn number(&mut self) -> Result<Value, usize> {
-            let start = self.pos;
-            if self.peek() == Some(b'-') {
-                self.pos += 1;
-            }
-            let int_start = self.pos;
-            let int_digits = self.digits();
-            if int_digits == 0 || (int_digits > 1 && self.bytes[int_start] == b'0') {
-                return Err(int_start);
-            }
-            if self.peek() == Some(b'.') {
-                self.pos += 1;
-                if self.digits() == 0 {
-                    return Err(self.pos);
-                }
-            }
-            if matches!(self.peek(), Some(b'e' | b'E')) {
-                self.pos += 1;
-                if matches!(self.peek(), Some(b'+' | b'-')) {
-                    self.pos += 1;
-                }
-                if self.digits() == 0 {
-                    return Err(self.pos);
-                }
-            }
-            let text = std::str::from_utf8(&self.bytes[start..self.pos]).map_err(|_| start)?;
-            Ok(Value::Number(text.to_owned()))
-        }
-
-        fn hex4(&mut self) -> Result<u32, usize> {
-            let mut n = 0;
-            for _ in 0..4 {
-                let b = self.next()?;
-                let digit = char::from(b).to_digit(16).ok_or(self.pos - 1)?;
-                n = n * 16 + digit;
-            }
-            Ok(n)
-        }
-
-        fn string(&mut self) -> Result<String, usize> {
-            let start = self.pos;
-            self.expect(b'"')?;
-            let mut out: Vec<u8> = Vec::new();
-            loop {
-                let b = self.next()?;
-                match b {
-                    b'"' => break,
-                    0x00..=0x1f => return Err(self.pos - 1),
-                    b'\\' => {
-                        let c = match self.next()? {
-                            b'"' => '"',
-                            b'\\' => '\\',
-                            b'/' => '/',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'n' => '\n',
-                            b'r' => '\r',
-                            b't' => '\t',
-                            b'u' => {
-                                let high = self.hex4()?;
-                                let code = if (0xd800..0xdc00).contains(&high) {
-                                    self.expect(b'\\')?;
-                                    self.expect(b'u')?;
-                                    let low = self.hex4()?;
-                                    if !(0xdc00..0xe000).contains(&low) {
-                                        return Err(self.pos);
-                                    }
-                                    0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00)
-                                } else {
-                                    high
-                                };
-                                char::from_u32(code).ok_or(self.pos)?
-                            }
-                            _ => return Err(self.pos - 1),
-                        };
-                        let mut utf8 = [0; 4];
-                        out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-                    }
-                    _ => out.push(b),
-                }
-            }
-            String::from_utf8(out).map_err(|_| start)
-        }
-    }
-}
+/// The tests' strict JSON reader (RFC 8259), shared with `tests/common`.
+#[path = "../../tests/common/json.rs"]
+mod json;
+use json::Json;
 
 // ---------------------------------------------------------------------------
 // api_requests
@@ -1074,8 +838,8 @@ impl Sim {
             // Joining needs no token, but only the side's own token resumes.
             if response.status == 200 {
                 assert!(authorized, "resumed with a foreign or dead token");
-                let json = json_value::parse(&response.body).expect("join body is JSON");
-                let session = json.get("session").and_then(Value::as_str);
+                let json = Json::parse(&response.body).expect("join body is JSON");
+                let session = json.get("session").and_then(Json::as_str);
                 assert_eq!(session, presented.as_deref(), "resume changed the token");
             }
             return;
@@ -1163,14 +927,14 @@ impl Sim {
         }
         if status >= 400 {
             assert_eq!(response.retry_after, matches!(status, 429 | 503));
-            let json = json_value::parse(&response.body).expect("error body is JSON");
-            assert!(json.get("error").and_then(Value::as_str).is_some());
-            assert!(json.get("message").and_then(Value::as_str).is_some());
+            let json = Json::parse(&response.body).expect("error body is JSON");
+            assert!(json.get("error").and_then(Json::as_str).is_some());
+            assert!(json.get("message").and_then(Json::as_str).is_some());
             return;
         }
         match response.content_type {
             ContentType::Json if status != 204 => {
-                let json = json_value::parse(&response.body).unwrap_or_else(|at| {
+                let json = Json::parse(&response.body).unwrap_or_else(|at| {
                     panic!(
                         "response body is not JSON at {at}: {:?}",
                         String::from_utf8_lossy(&response.body)
@@ -1181,7 +945,7 @@ impl Sim {
                     let after = parse_poll(query).expect("an answered poll had a good query");
                     check_poll_body(&json, after.after);
                 }
-                if let Some(session) = json.get("session").and_then(Value::as_str) {
+                if let Some(session) = json.get("session").and_then(Json::as_str) {
                     self.joined(&json, session, status);
                 }
             }
@@ -1193,19 +957,19 @@ impl Sim {
     }
 
     /// Records the token of a join answer.
-    fn joined(&mut self, json: &Value, session: &str, status: u16) {
+    fn joined(&mut self, json: &Json, session: &str, status: u16) {
         let token = Token::parse(session.as_bytes()).expect("a join answers with a token");
         assert_eq!(&*token.node, NODE);
         let pair = json
             .get("pair")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .expect("join names its pair");
         let side = json
             .get("side")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .and_then(Side::parse);
         let side = side.expect("join names its side");
-        assert!(json.get("peer").and_then(Value::as_str).is_some());
+        assert!(json.get("peer").and_then(Json::as_str).is_some());
         let known = self.issued.iter().any(|i| i.text == session);
         match status {
             201 => {
@@ -1326,33 +1090,33 @@ impl Sim {
 }
 
 fn error_code(response: &Response) -> String {
-    json_value::parse(&response.body)
+    Json::parse(&response.body)
         .ok()
-        .and_then(|json| json.get("error").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|json| json.get("error").and_then(Json::as_str).map(str::to_owned))
         .unwrap_or_default()
 }
 
 /// `{"peer":"online"|"offline","events":[...]}` with consecutive seqs
 /// after `after`.
-fn check_poll_body(json: &Value, after: u64) {
-    let peer = json.get("peer").and_then(Value::as_str);
+fn check_poll_body(json: &Json, after: u64) {
+    let peer = json.get("peer").and_then(Json::as_str);
     assert!(matches!(peer, Some("online" | "offline")), "{json:?}");
-    let Some(Value::Array(events)) = json.get("events") else {
+    let Some(Json::Arr(events)) = json.get("events") else {
         panic!("no events array: {json:?}");
     };
     let mut last = None;
     for event in events {
-        let seq = event.get("seq").and_then(Value::as_u64).expect("seq");
+        let seq = event.get("seq").and_then(Json::as_u64).expect("seq");
         assert!(seq > after, "seq {seq} not after {after}");
         if let Some(last) = last {
             assert_eq!(seq, last + 1, "seqs are consecutive");
         }
         last = Some(seq);
-        match event.get("type").and_then(Value::as_str) {
+        match event.get("type").and_then(Json::as_str) {
             Some("peer_online") => {}
-            Some("message") => assert!(event.get("data").and_then(Value::as_str).is_some()),
+            Some("message") => assert!(event.get("data").and_then(Json::as_str).is_some()),
             Some("peer_offline") => {
-                let reason = event.get("reason").and_then(Value::as_str);
+                let reason = event.get("reason").and_then(Json::as_str);
                 assert!(matches!(
                     reason,
                     Some("left" | "expired" | "node_down" | "shutdown")

@@ -78,9 +78,7 @@ impl Conn {
             // across an await, so none of it is in the task's state.
             let (handled, wait, close, head_only) = match self.handle(framed, consumed) {
                 Ok(done) => done,
-                Err(e) => {
-                    return Box::pin(self.refuse(e.status(), e.code(), refusal_message(e))).await
-                }
+                Err(e) => return Box::pin(self.refuse(e.status(), e.code(), e.message())).await,
             };
             let shared = self.shared.clone();
             let in_flight = shared.in_flight();
@@ -394,18 +392,7 @@ fn raw_request_bytes_max(body_bytes_max: usize) -> usize {
 const RAW_SLACK_BYTES: usize = 16 * 1024;
 
 fn refusal(e: HttpError) -> Read_ {
-    Read_::Refuse(e.status(), e.code(), refusal_message(e))
-}
-
-fn refusal_message(e: HttpError) -> &'static str {
-    match e {
-        HttpError::BadRequest => "malformed request",
-        HttpError::PayloadTooLarge => "the body is over the limit",
-        HttpError::UriTooLong => "the request target is over 8 KiB",
-        HttpError::HeadersTooLarge => "the request headers are over 16 KiB",
-        HttpError::NotImplemented => "only Transfer-Encoding: chunked is supported",
-        HttpError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
-    }
+    Read_::Refuse(e.status(), e.code(), e.message())
 }
 
 #[cfg(test)]
@@ -417,11 +404,6 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// Every connection's task is this future, so its size is part of the
-    /// memory of every waiting poll (BENCHMARKS.md, idle). Rare paths
-    /// (refusals, lingering, reading a request) are boxed so that they do
-    /// not set it; a change that makes it grow past this bound should box
-    /// what grew, or raise the bound knowingly.
     #[test]
     fn spare_buffer_memory_is_given_back() {
         // Empty after a large request: freed.
@@ -449,6 +431,11 @@ mod tests {
         assert_eq!(buf.capacity(), IDLE_BUFFER_BYTES_MAX);
     }
 
+    /// Every connection's task is this future, so its size is part of the
+    /// memory of every waiting poll (BENCHMARKS.md, idle). Rare paths
+    /// (refusals, lingering, reading a request) are boxed so that they do
+    /// not set it; a change that makes it grow past this bound should box
+    /// what grew, or raise the bound knowingly.
     #[test]
     fn a_connection_task_stays_small() {
         let size = returned_size(serve);

@@ -276,15 +276,19 @@ impl HttpError {
     /// A sentence for the `message` of the JSON error body.
     pub fn message(self) -> &'static str {
         match self {
-            HttpError::BadRequest => "malformed HTTP request",
-            HttpError::PayloadTooLarge => "request body too large",
-            HttpError::UriTooLong => "request target too long",
-            HttpError::HeadersTooLarge => "request header fields too large",
-            HttpError::NotImplemented => "transfer coding or method not implemented",
+            HttpError::BadRequest => "malformed request",
+            HttpError::PayloadTooLarge => "the body is over the limit",
+            HttpError::UriTooLong => "the request target is over 8 KiB",
+            HttpError::HeadersTooLarge => "the request headers are over 16 KiB",
+            HttpError::NotImplemented => "only Transfer-Encoding: chunked is supported",
             HttpError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
         }
     }
 }
+
+// The sentences above name these limits.
+const _: () = assert!(crate::limits::TARGET_BYTES_MAX == 8 * 1024);
+const _: () = assert!(crate::limits::HEAD_BYTES_MAX == 16 * 1024);
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
