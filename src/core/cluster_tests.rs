@@ -8,11 +8,15 @@ use crate::proto::ids::{parse_node_name, Token};
 type TestNode = Node<u32>;
 
 fn node(name: &str, peer: &str) -> TestNode {
+    node_with_poll_timeout(name, peer, 25_000)
+}
+
+fn node_with_poll_timeout(name: &str, peer: &str, poll_timeout_ms: Millis) -> TestNode {
     Node::new(NodeConfig {
         name: parse_node_name(name).unwrap(),
         peers: vec![parse_node_name(peer).unwrap()],
         session_ttl_ms: 60_000,
-        poll_timeout_ms: 25_000,
+        poll_timeout_ms,
         lookup_timeout_ms: 1_000,
         max_sessions: 100,
         max_session_buffer: 1_000,
@@ -509,6 +513,30 @@ fn a_forwarded_poll_waits_no_longer_than_the_cap() {
         }
     }
     assert_eq!(answered_at, Some(1 + POLL_TIMEOUT_MS_MAX));
+}
+
+#[test]
+fn a_forwarded_poll_without_a_timeout_waits_the_forwarding_nodes_default() {
+    // n1 (the home) waits 25 s by default, n2 (where the client polls) 2 s.
+    let mut nodes = [
+        node_with_poll_timeout("n1", "n2", 25_000),
+        node_with_poll_timeout("n2", "n1", 2_000),
+    ];
+    nodes[0].peer_up(0, 1);
+    nodes[1].peer_up(0, 1);
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    nodes[1].poll(10, &pair("p"), Side::A, &a, 0, None, || 5);
+    assert!(pump(&mut nodes, 10).is_empty(), "nothing to answer yet");
+    // The home node answers (empty) when n2's default is up, well before
+    // n2 gives up on it (its default + FORWARD_SLACK_MS) with a 503.
+    let at = nodes[0].next_deadline().expect("the poll's timer");
+    assert_eq!(at, 10 + 2_000);
+    nodes[0].handle_timeout(at);
+    let answers = pump(&mut nodes, at);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!((answers[0].0, answers[0].1), (1, 5));
+    assert_eq!(answers[0].2.status, 200);
+    assert_eq!(body(&answers[0].2), r#"{"peer":"offline","events":[]}"#);
 }
 
 /// Every link on `node` between two of its own sessions goes both ways.

@@ -492,13 +492,19 @@ impl<W> Node<W> {
             Route::Local(key) => {
                 self.poll_here(now, key, after, timeout_ms, || Waiter::Local(make_waiter()))
             }
+            // The client asked this node: without its own `timeout_ms`,
+            // this node's `--poll-timeout` is the wait, sent explicitly so
+            // the home node does not wait its own, longer or shorter.
             Route::Remote(peer) => self.forward(
                 now,
                 peer,
                 pair,
                 side,
                 token,
-                ForwardOp::Poll { after, timeout_ms },
+                ForwardOp::Poll {
+                    after,
+                    timeout_ms: Some(timeout_ms.unwrap_or(self.config.poll_timeout_ms)),
+                },
                 make_waiter,
             ),
             Route::Refused(e) => Started::Done(e.into()),
