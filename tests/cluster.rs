@@ -1971,4 +1971,9 @@ fn cluster_metrics_count_peers_lookups_forwarding_and_rtt() {
             .is_some(),
         "rtt of the peer still up"
     );
+    assert!(
+        m.value("pairlink_peer_rtt_seconds", "peer=\"n3\"")
+            .is_none(),
+        "rtt of a peer that is down"
+    );
 }

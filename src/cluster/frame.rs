@@ -16,6 +16,10 @@ pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 256;
 /// answer; a longer length prefix closes the connection before anything is
 /// allocated.
 pub const FRAME_BYTES_MAX: usize = 32 << 20;
+/// Largest body a `ForwardReply` can carry within [`FRAME_BYTES_MAX`]: the
+/// frame also holds its type (1 byte), `req` (8), `status` (2) and the
+/// body's length (4).
+pub const FORWARD_REPLY_BODY_BYTES_MAX: usize = FRAME_BYTES_MAX - 1 - 8 - 2 - 4;
 /// Bytes of a handshake nonce.
 pub const NONCE_BYTES: usize = 32;
 /// Bytes of an HMAC-SHA256 proof.

@@ -10,7 +10,9 @@ use super::node::{Node, Pending, Waiter};
 use super::reply::Reply;
 use super::session::Addr;
 use super::{Millis, Started};
-use crate::cluster::frame::{Claim, DeliverResult, ForwardOp, Frame, Handle};
+use crate::cluster::frame::{
+    Claim, DeliverResult, ForwardOp, Frame, Handle, FORWARD_REPLY_BODY_BYTES_MAX,
+};
 use crate::limits::{FORWARD_SLACK_MS, LATE_LOOKUP_MS};
 use crate::proto::ids::{PairId, Side, Token};
 
@@ -650,7 +652,15 @@ impl<W> Node<W> {
         };
         let started = match op {
             ForwardOp::Poll { after, timeout_ms } => {
-                self.poll_here(now, key, after, timeout_ms, waiter)
+                // The answer goes back in one `ForwardReply` frame.
+                self.poll_here(
+                    now,
+                    key,
+                    after,
+                    timeout_ms,
+                    FORWARD_REPLY_BODY_BYTES_MAX,
+                    waiter,
+                )
             }
             ForwardOp::Send {
                 idempotency_key,

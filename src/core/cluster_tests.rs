@@ -8,20 +8,26 @@ use crate::proto::ids::{parse_node_name, Token};
 type TestNode = Node<u32>;
 
 fn node(name: &str, peer: &str) -> TestNode {
-    node_with_poll_timeout(name, peer, 25_000)
+    node_with(name, peer, |_| {})
 }
 
 fn node_with_poll_timeout(name: &str, peer: &str, poll_timeout_ms: Millis) -> TestNode {
-    Node::new(NodeConfig {
+    node_with(name, peer, |c| c.poll_timeout_ms = poll_timeout_ms)
+}
+
+fn node_with(name: &str, peer: &str, change: impl FnOnce(&mut NodeConfig)) -> TestNode {
+    let mut config = NodeConfig {
         name: parse_node_name(name).unwrap(),
         peers: vec![parse_node_name(peer).unwrap()],
         session_ttl_ms: 60_000,
-        poll_timeout_ms,
+        poll_timeout_ms: 25_000,
         lookup_timeout_ms: 1_000,
         max_sessions: 100,
         max_session_buffer: 1_000,
         max_total_buffer: 10_000,
-    })
+    };
+    change(&mut config);
+    Node::new(config)
 }
 
 /// Two connected nodes; each sees the other as node index 1.
@@ -537,6 +543,71 @@ fn a_forwarded_poll_without_a_timeout_waits_the_forwarding_nodes_default() {
     assert_eq!((answers[0].0, answers[0].1), (1, 5));
     assert_eq!(answers[0].2.status, 200);
     assert_eq!(body(&answers[0].2), r#"{"peer":"offline","events":[]}"#);
+}
+
+/// The seqs of the events in a poll body.
+fn seqs_in(body: &str) -> Vec<u64> {
+    body.split("\"seq\":")
+        .skip(1)
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_forwarded_poll_answer_fits_one_frame_and_the_rest_comes_next() {
+    use crate::cluster::frame::{encode, FORWARD_REPLY_BODY_BYTES_MAX, FRAME_BYTES_MAX};
+    const MESSAGE_BYTES: usize = 12 << 20; // three make more than a frame
+    let big = |c: &mut NodeConfig| {
+        c.max_session_buffer = 64 << 20;
+        c.max_total_buffer = 64 << 20;
+    };
+    let mut nodes = [node_with("n1", "n2", big), node_with("n2", "n1", big)];
+    nodes[0].peer_up(0, 1);
+    nodes[1].peer_up(0, 1);
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    let b = token_in(&join(&mut nodes, 1, "p", Side::B, 2));
+    for (i, fill) in ["x", "y", "z"].into_iter().enumerate() {
+        let data: Box<str> = fill.repeat(MESSAGE_BYTES).into();
+        nodes[1].send(1, &pair("p"), Side::B, &b, None, data, || 10 + i as u32);
+        let answers = pump(&mut nodes, 1);
+        assert_eq!(answers[0].2.status, 202, "send {i}");
+    }
+    // a polls through n2: one answer now, one for the rest; nothing lost.
+    let mut after = 0;
+    let mut got = Vec::new();
+    for round in 0..2 {
+        nodes[1].poll(2, &pair("p"), Side::A, &a, after, Some(0), || 20 + round);
+        while let Some(output) = nodes[1].poll_output() {
+            if let Output::Send { frame, .. } = output {
+                nodes[0].handle_frame(2, 1, frame);
+            }
+        }
+        // The home node's reply, as the frame it would write.
+        let mut reply = None;
+        while let Some(output) = nodes[0].poll_output() {
+            if let Output::Send { frame, .. } = output {
+                let mut bytes = Vec::new();
+                encode(&frame, &mut bytes);
+                assert!(bytes.len() <= 4 + FRAME_BYTES_MAX, "{} bytes", bytes.len());
+                if let Frame::ForwardReply { .. } = frame {
+                    reply = Some(frame.clone());
+                }
+                nodes[1].handle_frame(2, 1, frame);
+            }
+        }
+        let answers = pump(&mut nodes, 2);
+        assert!(reply.is_some(), "round {round}: no ForwardReply");
+        assert_eq!(answers.len(), 1, "round {round}");
+        let (node, waiter, reply) = &answers[0];
+        assert_eq!((*node, *waiter, reply.status), (1, 20 + round, 200));
+        assert!(reply.body.len() <= FORWARD_REPLY_BODY_BYTES_MAX);
+        let seqs = seqs_in(body(reply));
+        assert!(!seqs.is_empty(), "round {round}: no events");
+        after = *seqs.last().unwrap();
+        got.extend(seqs);
+    }
+    // peer_online, then the three messages, each once and in order.
+    assert_eq!(got, vec![1, 2, 3, 4]);
 }
 
 /// Every link on `node` between two of its own sessions goes both ways.

@@ -94,28 +94,40 @@ impl Event {
 const EVENT_JSON_BYTES: usize = 80;
 
 /// The body of a poll answer: `{"peer":"online"|"offline","events":[...]}`.
+///
+/// At most `bytes_max` long where it can be: the events are a prefix of
+/// `events`, stopping before the first that would take the body past it,
+/// but never fewer than one (the client then acknowledges what it got and
+/// polls again for the rest). `usize::MAX` for no bound.
 pub fn poll_body<'a>(
     peer_online: bool,
     events: impl Iterator<Item = &'a Event> + Clone,
+    bytes_max: usize,
 ) -> Vec<u8> {
+    const CLOSE: &[u8] = b"]}";
     // Sized up front (escapes aside): growing it cost a reallocation per
     // answer with a message in it.
     let size = events
         .clone()
         .fold(32, |n, e| n + EVENT_JSON_BYTES + e.data_bytes() + 2);
-    let mut out = Vec::with_capacity(size);
+    let mut out = Vec::with_capacity(size.min(bytes_max));
     out.extend_from_slice(if peer_online {
         b"{\"peer\":\"online\",\"events\":[".as_slice()
     } else {
         b"{\"peer\":\"offline\",\"events\":["
     });
     for (i, event) in events.enumerate() {
+        let before = out.len();
         if i > 0 {
             out.push(b',');
         }
         event.write_json(&mut out);
+        if i > 0 && out.len().saturating_add(CLOSE.len()) > bytes_max {
+            out.truncate(before);
+            break;
+        }
     }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(CLOSE);
     out
 }
 
@@ -140,12 +152,24 @@ mod tests {
             },
         ];
         assert_eq!(
-            String::from_utf8(poll_body(true, events.iter())).unwrap(),
+            String::from_utf8(poll_body(true, events.iter(), usize::MAX)).unwrap(),
             r#"{"peer":"online","events":[{"seq":1,"type":"peer_online"},{"seq":2,"type":"message","data":"hi \"you\"\n"},{"seq":3,"type":"peer_offline","reason":"node_down"}]}"#
         );
         assert_eq!(
-            poll_body(false, [].iter()),
+            poll_body(false, [].iter(), usize::MAX),
             br#"{"peer":"offline","events":[]}"#
         );
+        // A bound keeps a prefix of the events that fits, never none.
+        let two = poll_body(true, events[..2].iter(), usize::MAX);
+        for (bound, expect) in [
+            (two.len(), two.clone()),
+            (
+                two.len() - 1,
+                poll_body(true, events[..1].iter(), usize::MAX),
+            ),
+            (1, poll_body(true, events[..1].iter(), usize::MAX)),
+        ] {
+            assert_eq!(poll_body(true, events.iter(), bound), expect, "{bound}");
+        }
     }
 }

@@ -19,7 +19,7 @@ use super::reply::{join_body, Reply};
 use super::session::{Addr, Session, WaitingPoll};
 use super::timers::Timers;
 use super::Millis;
-use crate::cluster::frame::{Claim, ForwardOp, Frame, Handle};
+use crate::cluster::frame::{Claim, ForwardOp, Frame, Handle, FORWARD_REPLY_BODY_BYTES_MAX};
 use crate::limits::{
     FORWARD_SLACK_MS, LATE_LOOKUP_MS, POLL_TIMEOUT_MS_MAX, SECRET_BYTES, SESSION_EVENTS_MAX,
     TOTAL_EVENT_BYTES,
@@ -489,9 +489,9 @@ impl<W> Node<W> {
         make_waiter: impl FnOnce() -> W,
     ) -> Started {
         match self.route(pair, side, token) {
-            Route::Local(key) => {
-                self.poll_here(now, key, after, timeout_ms, || Waiter::Local(make_waiter()))
-            }
+            Route::Local(key) => self.poll_here(now, key, after, timeout_ms, usize::MAX, || {
+                Waiter::Local(make_waiter())
+            }),
             // The client asked this node: without its own `timeout_ms`,
             // this node's `--poll-timeout` is the wait, sent explicitly so
             // the home node does not wait its own, longer or shorter.
@@ -511,12 +511,16 @@ impl<W> Node<W> {
         }
     }
 
+    /// Polls session `key` on this node. An answer given at once is at
+    /// most `body_bytes_max` long where it can be (see [`poll_body`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn poll_here(
         &mut self,
         now: Millis,
         key: u32,
         after: u64,
         timeout_ms: Option<Millis>,
+        body_bytes_max: usize,
         make_waiter: impl FnOnce() -> Waiter<W>,
     ) -> Started {
         self.touch(now, key);
@@ -545,6 +549,7 @@ impl<W> Node<W> {
             return Started::Done(Reply::ok(poll_body(
                 session.peer.is_some(),
                 session.events.iter(),
+                body_bytes_max,
             )));
         }
         let id = self.next_poll_id;
@@ -1056,7 +1061,11 @@ impl<W> Node<W> {
         let Some(poll) = session.poll.take() else {
             return;
         };
-        let body = poll_body(session.peer.is_some(), session.events.iter());
+        let bytes_max = match poll.waiter {
+            Waiter::Local(_) => usize::MAX,
+            Waiter::Remote { .. } => FORWARD_REPLY_BODY_BYTES_MAX,
+        };
+        let body = poll_body(session.peer.is_some(), session.events.iter(), bytes_max);
         self.waiting_polls -= 1;
         self.answer(poll.waiter, Reply::ok(body));
         self.set_deadline(key, now.saturating_add(self.config.session_ttl_ms));
