@@ -587,11 +587,9 @@ fn build<E: Fn(&str) -> Option<String>>(sources: &Sources<'_, E>) -> Result<Conf
     }
     check_peer_names(&peers, &node)?;
 
-    // A message larger than a session's buffer, or a session buffer larger
-    // than the node's, could never be accepted: every such send would be
-    // refused forever, so the configuration is refused instead.
-    check_not_above(&max_message_bytes, &max_session_buffer)?;
-    check_not_above(&max_session_buffer, &max_total_buffer)?;
+    // No order is asked between the message limit and the buffers: a
+    // buffer refuses sends once it has reached its limit, so a message
+    // larger than a buffer is still accepted into an empty one.
 
     // The file system is touched last, once everything cheap is known good.
     let cookie = match &cookie_file {
@@ -653,16 +651,6 @@ fn check_peer_names(
                 peers.label, peer.name
             )));
         }
-    }
-    Ok(())
-}
-
-fn check_not_above(small: &Labeled<usize>, big: &Labeled<usize>) -> Result<(), ConfigError> {
-    if small.value > big.value {
-        return Err(ConfigError(format!(
-            "{} ({}) must not exceed {} ({}): such a message could never be buffered",
-            small.label, small.value, big.label, big.value
-        )));
     }
     Ok(())
 }
@@ -1257,31 +1245,18 @@ mod tests {
             (100, 100, 100)
         );
 
-        let message = run_err(
+        // Any order of the three limits starts: API.md asks none, and a
+        // buffer takes one message past its limit (see the send path).
+        let c = run(
             &["--max-message-bytes=101", "--max-session-buffer=100"],
             &[],
-        );
-        assert_eq!(
-            message,
-            "--max-message-bytes (101) must not exceed --max-session-buffer (100): \
-             such a message could never be buffered"
-        );
-        let message = run_err(&["--max-session-buffer=67108865"], &[]);
-        assert!(
-            message.starts_with(
-                "--max-session-buffer (67108865) must not exceed --max-total-buffer (67108864)"
-            ),
-            "{message}"
-        );
-        // The default message limit against a small buffer from the
-        // environment names the variable it came from.
-        let message = run_err(&[], &[("PAIRLINK_MAX_SESSION_BUFFER", "1000")]);
-        assert!(
-            message.starts_with(
-                "--max-message-bytes (65536) must not exceed PAIRLINK_MAX_SESSION_BUFFER (1000)"
-            ),
-            "{message}"
-        );
+        )
+        .unwrap();
+        assert_eq!((c.max_message_bytes, c.max_session_buffer), (101, 100));
+        let c = run(&["--max-total-buffer=1000"], &[]).unwrap();
+        assert_eq!((c.max_session_buffer, c.max_total_buffer), (262_144, 1000));
+        let c = run(&[], &[("PAIRLINK_MAX_SESSION_BUFFER", "1000")]).unwrap();
+        assert_eq!((c.max_message_bytes, c.max_session_buffer), (65_536, 1000));
     }
 
     #[test]
