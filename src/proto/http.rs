@@ -39,9 +39,9 @@
 //!   A field line starting with SP or HTAB (obsolete folding, or whitespace
 //!   before the first field) is 400.
 //! - A target over [`Limits::target_bytes_max`] is 414 as soon as that many
-//!   target bytes have arrived; a head over [`Limits::head_bytes_max`] or
-//!   with more than [`HEADERS_COUNT_MAX`] field lines is 431 as soon as the
-//!   excess arrives.
+//!   target bytes have arrived; a head over [`Limits::head_bytes_max`] is
+//!   431 as soon as the excess arrives (so is one with more than
+//!   [`HEADERS_COUNT_MAX`] field lines, which no head within 16 KiB has).
 //! - `Content-Length` is 1*DIGIT after trimming OWS; copies that state the
 //!   same decimal value are tolerated, others are 400. A value over
 //!   [`Limits::body_bytes_max`] (including one too large for any integer) is
@@ -68,10 +68,12 @@ use std::ops::Range;
 /// small slot array.
 const FEW_FIELDS: usize = 16;
 
-/// Most field lines in one request head. The `httparse` slot array has this
-/// many entries, so the head scanner refuses the next line (431) before
-/// `httparse` could run out of room.
-pub const HEADERS_COUNT_MAX: usize = 100;
+/// Most field lines in one request head: as many as the shortest lines
+/// (`a:` and CRLF, 4 bytes) fit in [`crate::limits::HEAD_BYTES_MAX`], so a
+/// head within the byte limit is never refused for its number of lines
+/// (API.md: 431 is for headers over 16 KiB). The scanner still counts
+/// them, and `httparse` gets a slot for each.
+pub const HEADERS_COUNT_MAX: usize = crate::limits::HEAD_BYTES_MAX / 4;
 
 /// Longest method token accepted. Ours are at most 7 bytes; RFC 9112 §3
 /// suggests 501 for a method longer than any the server implements, and the
@@ -940,14 +942,15 @@ impl HeadScan {
             .get(self.fields_start..head_end)
             .ok_or(HttpError::BadRequest)?;
         // Slots for as many fields as the scanner counted: a usual head
-        // fills a few, and initialising all 100 was a cost of every request.
+        // fills a few on the stack; a long one (at most HEADERS_COUNT_MAX
+        // lines) gets them on the heap for this call.
         let mut few;
         let mut many;
         let slots: &mut [httparse::Header<'_>] = if self.field_lines <= FEW_FIELDS {
             few = [httparse::EMPTY_HEADER; FEW_FIELDS];
             &mut few
         } else {
-            many = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
+            many = vec![httparse::EMPTY_HEADER; self.field_lines.min(HEADERS_COUNT_MAX)];
             &mut many
         };
         let lines = match httparse::parse_headers(block, slots) {
@@ -2161,8 +2164,20 @@ mod tests {
     fn field_count_limit() {
         check_ok(&with_fields(FEW_FIELDS), get("/"));
         check_ok(&with_fields(FEW_FIELDS + 1), get("/"));
-        check_ok(&with_fields(HEADERS_COUNT_MAX), get("/"));
-        check_err(&with_fields(HEADERS_COUNT_MAX + 1), E::HeadersTooLarge);
+        check_ok(&with_fields(1000), get("/"));
+        // As many of the shortest lines as fit 16 KiB: no count limit
+        // below the byte limit.
+        let fit = (crate::limits::HEAD_BYTES_MAX - b"GET / HTTP/1.1\r\n\r\n".len()) / 4;
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        head.extend(b"a:\r\n".repeat(fit));
+        head.extend_from_slice(b"\r\n");
+        assert!(head.len() <= crate::limits::HEAD_BYTES_MAX);
+        check_ok(&head, get("/"));
+        // One more line is over the byte limit, and refused for that.
+        let mut over = b"GET / HTTP/1.1\r\n".to_vec();
+        over.extend(b"a:\r\n".repeat(fit + 1));
+        over.extend_from_slice(b"\r\n");
+        check_err(&over, E::HeadersTooLarge);
     }
 
     #[test]
