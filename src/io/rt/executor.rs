@@ -56,6 +56,24 @@ pub fn defer_wakes<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Lets every other task that is ready run before this one goes on: the
+/// task goes to the back of the run queue (not the LIFO slot), and the
+/// loop looks at its sockets and timers at least once per [`TICK_BUDGET`]
+/// tasks. For a task that would otherwise keep going for as long as its
+/// peer keeps it busy (a client pipelining requests).
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        defer_wakes(|| cx.waker().wake_by_ref());
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
 /// Runs `!Send` futures on the current thread, under [`super::block_on`].
 pub struct LocalExecutor {
     inner: Rc<Inner>,

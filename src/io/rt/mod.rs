@@ -13,7 +13,8 @@
 //!
 //! - each socket is registered once, edge-triggered for both directions;
 //!   its readiness is remembered and cleared when a read or write comes
-//!   back short or `WouldBlock` ([`source`]);
+//!   back short or `WouldBlock` (a short read only while the peer has sent
+//!   no urgent data, which stops a read early) ([`source`]);
 //! - timers live on this thread (a slab, lanes per duration and a heap)
 //!   and set the timeout of the one `epoll_wait` per turn ([`timer`]);
 //! - tasks run on [`LocalExecutor`]: a slab, a run queue and a LIFO slot,
@@ -31,7 +32,7 @@ mod reactor;
 mod source;
 mod timer;
 
-pub use executor::{defer_wakes, LocalExecutor, Task};
+pub use executor::{defer_wakes, yield_now, LocalExecutor, Task};
 pub use source::Io;
 pub use timer::Timer;
 
@@ -211,5 +212,47 @@ mod tests {
         sender.join().unwrap();
         assert_eq!(got, 7);
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A read stops at TCP's urgent mark with bytes still queued behind
+    /// it. Taken for a drained socket, that short read would clear the
+    /// readiness, and no new edge would ever bring the rest: a request
+    /// sent around one urgent byte sat unread until its header timeout.
+    #[test]
+    fn a_read_stopped_by_urgent_data_does_not_lose_the_rest() {
+        use rustix::net::{send, SendFlags};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let server = Io::new(server).unwrap();
+        // Sent while the loop waits on a timer, so that every edge has
+        // been taken in before the first read.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            send(&client, b"abc", SendFlags::empty()).unwrap();
+            send(&client, b"X", SendFlags::OOB).unwrap();
+            send(&client, b"defg", SendFlags::empty()).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let (first, second) = block_on(async {
+            Timer::after(Duration::from_millis(150)).await;
+            let mut buf = [0u8; 64];
+            let n = server.read(&mut buf).await.unwrap();
+            let first = buf[..n].to_vec();
+            let second = future::or(
+                async { Some(server.read(&mut buf).await.map(|n| buf[..n].to_vec())) },
+                async {
+                    Timer::after(Duration::from_millis(500)).await;
+                    None
+                },
+            )
+            .await;
+            (first, second)
+        })
+        .unwrap();
+        sender.join().unwrap();
+        assert_eq!(first, b"abc", "the first read stops at the mark");
+        let second = second.expect("the bytes after the mark were not read within 500 ms");
+        assert_eq!(second.unwrap(), b"defg");
     }
 }

@@ -43,6 +43,10 @@ struct Source {
     /// or an error from now on and no further edge will come, so the
     /// read readiness is never cleared again.
     hung_up: bool,
+    /// The peer sent TCP urgent data (`EPOLLPRI`). A read stops at the
+    /// urgent mark with bytes still queued behind it, so on this socket a
+    /// short read no longer means empty: only `WouldBlock` clears.
+    urgent: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -112,12 +116,13 @@ impl Reactor {
             &self.epoll,
             fd,
             EventData::new_u64(key as u64),
-            EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET,
+            EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::PRI | EventFlags::ET,
         )?;
         entry.insert(Source {
             readable: true,
             writable: true,
             hung_up: false,
+            urgent: false,
             reader: None,
             writer: None,
         });
@@ -156,8 +161,17 @@ impl Reactor {
         Poll::Pending
     }
 
-    /// The last read (or write) came back short or `WouldBlock`: wait for
-    /// the next edge.
+    /// The last read came back short: the socket is empty, and the next
+    /// read waits for the next edge, unless urgent data may have stopped
+    /// it early (then the next read finds out).
+    pub(super) fn clear_after_short_read(&self, key: usize) {
+        if let Some(source) = self.sources.borrow_mut().get_mut(key) {
+            source.readable = source.hung_up || source.urgent;
+        }
+    }
+
+    /// The last read (or write) said `WouldBlock`, or a write came back
+    /// short: wait for the next edge.
     pub(super) fn clear(&self, key: usize, dir: Dir) {
         if let Some(source) = self.sources.borrow_mut().get_mut(key) {
             match dir {
@@ -230,6 +244,9 @@ impl Reactor {
                 let failed = flags.intersects(EventFlags::ERR | EventFlags::HUP);
                 if failed || flags.contains(EventFlags::RDHUP) {
                     source.hung_up = true;
+                }
+                if flags.contains(EventFlags::PRI) {
+                    source.urgent = true;
                 }
                 if failed || flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::PRI)
                 {

@@ -99,12 +99,12 @@ impl Io<TcpStream> {
     }
 
     /// One non-blocking read, whatever the known readiness; `WouldBlock`
-    /// and short reads clear it.
+    /// and short reads clear it (a short one not after urgent data).
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match (&self.inner).read(buf) {
             Ok(n) => {
                 if n > 0 && n < buf.len() {
-                    self.reactor.clear(self.key, Dir::Read);
+                    self.reactor.clear_after_short_read(self.key);
                 }
                 Ok(n)
             }
