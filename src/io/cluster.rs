@@ -399,6 +399,13 @@ async fn read_half(
         if let Some(why) = handle.closing.get() {
             return why.into();
         }
+        if n == buf.len() {
+            // More is probably waiting: let this connection's writer and
+            // timer (polled after this reader), and every other task, run
+            // before reading on, so a peer sending fast cannot hold the
+            // thread.
+            rt::yield_now().await;
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! allocated only once bytes are readable and given back when empty, so an
 //! idle waiting poll holds little beyond its task and socket.
 
-use super::rt::{Io, Timer};
+use super::rt::{self, Io, Timer};
 use super::waiter::{Answer, Wait};
 use super::Shared;
 use crate::api::{self, Handled};
@@ -26,6 +26,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// that its last response is not destroyed by a reset.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES_MAX: usize = 64 * 1024;
+
+/// Requests one connection serves in a row before every other ready task
+/// runs: a client that pipelines requests and reads the answers keeps full
+/// reads coming, and would otherwise hold the thread (and every other
+/// client, timer and peer) for as long as it likes.
+const REQUESTS_PER_TURN: u32 = 32;
 
 /// Serves one connection until it closes.
 pub async fn serve(shared: Rc<Shared>, stream: Io<TcpStream>) {
@@ -59,6 +65,7 @@ struct Conn {
 
 impl Conn {
     async fn run(&mut self) -> io::Result<()> {
+        let mut served: u32 = 0;
         loop {
             // Each await below is a statement of its own with few live
             // locals: that keeps the task's state, which every idle
@@ -101,6 +108,10 @@ impl Conn {
                 // connection's resident state.
                 Box::pin(self.linger()).await;
                 return Ok(());
+            }
+            served = served.wrapping_add(1);
+            if served % REQUESTS_PER_TURN == 0 {
+                rt::yield_now().await;
             }
         }
     }
@@ -440,5 +451,83 @@ mod tests {
     fn a_connection_task_stays_small() {
         let size = returned_size(serve);
         assert!(size <= 512, "the connection task is {size} bytes");
+    }
+
+    /// A client that pipelines requests and reads the answers keeps full
+    /// reads coming; its connection's task must still let the others run
+    /// every [`REQUESTS_PER_TURN`] requests, not hold the thread until the
+    /// client stops.
+    #[test]
+    fn a_pipelining_client_lets_other_tasks_run() {
+        use crate::config::{parse, Parsed};
+        use crate::io::rt::{block_on, LocalExecutor};
+        use std::io::Write;
+        use std::net::TcpListener;
+        const REQUESTS: u64 = 1000;
+        let Ok(Parsed::Run(config)) = parse(std::iter::empty(), |_| None) else {
+            panic!("the default configuration");
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // Every request is in the server's receive buffer before it starts.
+        client
+            .write_all(&b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS as usize))
+            .unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // Reads the answers until the server closes (when the test drops
+        // the connection's task) or 10 s pass.
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 64 * 1024];
+            while let Ok(n) = client.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let shared = super::super::new_shared(&config).unwrap();
+        let ex = Rc::new(LocalExecutor::new());
+        let (answered, most_in_a_row) = block_on(ex.run(async {
+            let serving = ex.spawn(serve(shared.clone(), Io::new(server).unwrap()));
+            // Another task, as another client's would be: it runs whenever
+            // the connection's task lets it, and notes how many answers
+            // went out since it last ran.
+            let observer = ex.spawn({
+                let shared = shared.clone();
+                async move {
+                    let answers = || {
+                        let mut n = 0;
+                        shared.metrics(|m| n = m.responses(200));
+                        n
+                    };
+                    // Both tasks started together: what went out before
+                    // this one first ran counts too.
+                    let mut last = answers();
+                    let mut most = last;
+                    for _ in 0..100_000 {
+                        rt::yield_now().await;
+                        let now = answers();
+                        most = most.max(now - last);
+                        last = now;
+                        if now >= REQUESTS {
+                            break;
+                        }
+                    }
+                    (last, most)
+                }
+            });
+            let seen = observer.await;
+            drop(serving);
+            seen
+        }))
+        .unwrap();
+        reader.join().unwrap();
+        assert_eq!(answered, REQUESTS);
+        assert!(
+            most_in_a_row <= u64::from(REQUESTS_PER_TURN),
+            "{most_in_a_row} requests served while no other task could run"
+        );
     }
 }

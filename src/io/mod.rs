@@ -29,23 +29,9 @@ use std::net::TcpListener;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Runs the server until SIGTERM or SIGINT, then drains and returns.
-pub fn run(config: &Config) -> std::io::Result<()> {
-    // Signals first, so one that arrives during start-up drains rather
-    // than killing the process halfway.
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
-    let listener = match crate::systemd::activated_listener() {
-        Some(l) => {
-            log::info!("using the socket systemd passed (LISTEN_FDS); --listen is ignored");
-            Io::new(l)?
-        }
-        None => Io::new(
-            TcpListener::bind(config.listen)
-                .map_err(|e| bind_error("--listen", config.listen, e))?,
-        )?,
-    };
-    let local = listener.get_ref().local_addr()?;
+/// The node's core, API and cluster state for `config`, shared by every
+/// task of the loop.
+fn new_shared(config: &Config) -> std::io::Result<Rc<Shared>> {
     let name = ids::parse_node_name(&config.node)
         .ok_or_else(|| std::io::Error::other("the node name is out of syntax"))?;
     let name_for_cluster = name.clone();
@@ -56,12 +42,6 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         })?;
         peer_names.push(name);
     }
-    let cluster_listener = match config.cluster_listen {
-        Some(addr) => Some(Io::new(
-            TcpListener::bind(addr).map_err(|e| bind_error("--cluster-listen", addr, e))?,
-        )?),
-        None => None,
-    };
     let node = Node::new(NodeConfig {
         name,
         peers: peer_names.clone(),
@@ -85,7 +65,33 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         millis(config.heartbeat),
         config.peers.clone(),
     );
-    let shared = Rc::new(Shared::new(api, config, cluster));
+    Ok(Rc::new(Shared::new(api, config, cluster)))
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains and returns.
+pub fn run(config: &Config) -> std::io::Result<()> {
+    // Signals first, so one that arrives during start-up drains rather
+    // than killing the process halfway.
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+    let listener = match crate::systemd::activated_listener() {
+        Some(l) => {
+            log::info!("using the socket systemd passed (LISTEN_FDS); --listen is ignored");
+            Io::new(l)?
+        }
+        None => Io::new(
+            TcpListener::bind(config.listen)
+                .map_err(|e| bind_error("--listen", config.listen, e))?,
+        )?,
+    };
+    let local = listener.get_ref().local_addr()?;
+    let cluster_listener = match config.cluster_listen {
+        Some(addr) => Some(Io::new(
+            TcpListener::bind(addr).map_err(|e| bind_error("--cluster-listen", addr, e))?,
+        )?),
+        None => None,
+    };
+    let shared = new_shared(config)?;
     log::info!(
         "pairlink {} node {} serving HTTP on {local}; limits: {} connections, {} sessions, \
          {} B per message, {} B per session, {} B per node; poll timeout {:?}, session TTL {:?}, \
