@@ -678,6 +678,22 @@ fn slow_but_timely_headers_are_fine() {
 }
 
 #[test]
+fn the_header_timeout_runs_from_a_requests_first_byte() {
+    // API.md: the header timeout bounds receiving a request's headers; an
+    // idle time before them is bounded separately (and closes silently).
+    let server = Server::start(&["--header-timeout", "1s"]);
+    let mut c = server.conn();
+    assert_eq!(c.request("GET", "/healthz", &[], None).status, 200);
+    // Idle for most of the timeout, then a head that takes most of it.
+    std::thread::sleep(Duration::from_millis(700));
+    c.send(b"GET /hea");
+    std::thread::sleep(Duration::from_millis(600));
+    c.send(b"lthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
 fn a_waiting_poll_is_not_cut_by_the_header_timeout() {
     // The header timeout bounds receiving a request, not waiting for the
     // answer of a long poll.

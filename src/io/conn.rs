@@ -156,7 +156,11 @@ impl Conn {
     /// (once for the head, once again for the body).
     async fn read_request(&mut self) -> io::Result<Read_> {
         let mut framer = Framer::new(self.shared.http_limits);
+        // Until the request's first byte this bounds the idle time since
+        // the last response (then the connection closes without a word);
+        // from that byte on, the time to receive the head (then 408).
         let mut timer = Timer::after(self.shared.header_timeout);
+        let mut head_clock = !self.buf.is_empty();
         loop {
             let expect_continue = match framer.advance(&self.buf) {
                 Ok(Progress::Complete { request, consumed }) => {
@@ -167,6 +171,13 @@ impl Conn {
                     Some(expect_continue)
                 }
                 Ok(Progress::NeedMore) => {
+                    if !head_clock && !self.buf.is_empty() {
+                        // The first bytes of this request: its head has
+                        // the whole header timeout from now, however long
+                        // the connection sat idle before.
+                        timer.set_after(self.shared.header_timeout);
+                        head_clock = true;
+                    }
                     // The framer keeps a request's raw bytes until it is
                     // whole; chunk framing (many tiny chunks with long
                     // extensions) could make them far larger than the body
