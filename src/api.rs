@@ -116,17 +116,25 @@ fn route(path: &str) -> Option<Route<'_>> {
     Some(route)
 }
 
+/// A 400 for a malformed request: API.md lists ids, the query and headers
+/// with the request line, and "a malformed request closes its connection
+/// after the error response".
+fn malformed(code: &'static str, message: &'static str) -> Response {
+    let mut r = Response::error(400, code, message);
+    r.close = true;
+    r
+}
+
 /// A 400 for the pair and side in a path; `bad_pair` wins.
 fn parse_ids(pair: &str, side: &str) -> Result<(PairId, Side), Response> {
     let Some(pair) = ids::parse_pair(pair) else {
-        return Err(Response::error(
-            400,
+        return Err(malformed(
             "bad_pair",
             "a pair id is 1 to 64 characters of [A-Za-z0-9_-]",
         ));
     };
     let Some(side) = Side::parse(side) else {
-        return Err(Response::error(400, "bad_side", "the side is a or b"));
+        return Err(malformed("bad_side", "the side is a or b"));
     };
     Ok((pair, side))
 }
@@ -303,8 +311,7 @@ impl<W> Api<W> {
             }
             Route::Events(pair, side) => {
                 let (pair, side) = parse_ids(pair, side)?;
-                let q =
-                    query::parse_poll(query).map_err(|m| Response::error(400, "bad_query", m))?;
+                let q = query::parse_poll(query).map_err(|m| malformed("bad_query", m))?;
                 let token = bearer(request)?;
                 self.node
                     .poll(now, &pair, side, &token, q.after, q.timeout_ms, make_waiter)
@@ -317,8 +324,7 @@ impl<W> Api<W> {
                         || k.len() > IDEMPOTENCY_KEY_BYTES_MAX
                         || !k.iter().all(|b| (0x21..=0x7E).contains(b))
                 }) {
-                    return Err(Response::error(
-                        400,
+                    return Err(malformed(
                         "bad_idempotency_key",
                         "Idempotency-Key is 1 to 64 visible ASCII characters",
                     ));

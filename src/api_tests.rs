@@ -107,6 +107,8 @@ fn routes_and_methods() {
         if status == 405 {
             assert!(r.allow.is_some());
         }
+        // A malformed request (ids, query) closes its connection.
+        assert_eq!(r.close, status == 400, "{method:?} {target}");
     }
 }
 
@@ -210,10 +212,16 @@ fn send_validation() {
         &request(Method::Post, "/v1/pairs/p/a/messages", Some(&auth), b"\xff"),
     );
     assert_eq!(code(&bad_utf8), "bad_utf8");
+    assert!(
+        !bad_utf8.close,
+        "a body that is not UTF-8 is not a malformed request"
+    );
     for key in [&b""[..], b"has space", &[b'k'; 65], b"\x7f"] {
         let mut req = request(Method::Post, "/v1/pairs/p/a/messages", Some(&auth), b"x");
         req.idempotency_key = Some(key);
-        assert_eq!(code(&respond(&mut api, &req)), "bad_idempotency_key");
+        let r = respond(&mut api, &req);
+        assert_eq!(code(&r), "bad_idempotency_key");
+        assert!(r.close, "a malformed header closes the connection");
     }
     for bad in ["Basic abc", "Bearer", "Bearer garbage", "Token x"] {
         let r = respond(
