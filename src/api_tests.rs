@@ -37,6 +37,7 @@ fn request<'a>(
         keep_alive: true,
         authorization: auth.map(str::as_bytes),
         idempotency_key: None,
+        host_fields: 1,
         body,
     }
 }

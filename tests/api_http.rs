@@ -678,6 +678,32 @@ fn slow_but_timely_headers_are_fine() {
 }
 
 #[test]
+fn host_is_required_once_in_http_1_1() {
+    // "Parsing is strict, as RFC 9112 asks of a server": §3.2 asks 400 for
+    // an HTTP/1.1 request without Host and for any with two Host lines.
+    let server = Server::start(&[]);
+    for raw in [
+        &b"GET /healthz HTTP/1.1\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+        b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        expect_error_and_close(&server, raw, 400, "bad_request");
+    }
+    // HTTP/1.0 may leave it out; an empty one is a valid Host.
+    for raw in [
+        &b"GET /healthz HTTP/1.0\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut c = server.conn();
+        c.send(raw);
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "{:?}: {r:?}", String::from_utf8_lossy(raw));
+    }
+    server.assert_serving();
+}
+
+#[test]
 fn the_header_timeout_runs_from_a_requests_first_byte() {
     // API.md: the header timeout bounds receiving a request's headers; an
     // idle time before them is bounded separately (and closes silently).

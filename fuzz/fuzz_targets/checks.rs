@@ -883,6 +883,7 @@ impl Sim {
             keep_alive: true,
             authorization: authorization.as_deref(),
             idempotency_key: idempotency_key.as_deref(),
+            host_fields: 1,
             body: &body,
         };
         let mut fresh = self.draw_secret();

@@ -126,6 +126,11 @@ impl Conn {
         consumed: usize,
     ) -> Result<(Handled, Option<Wait>, bool, bool), HttpError> {
         let request = framed.request(&self.buf)?;
+        if !request.host_ok() {
+            // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1
+            // request without `Host` and to any with more than one.
+            return Err(HttpError::BadRequest);
+        }
         let (handled, wait) = self.shared.handle(&request);
         let done = (
             handled,

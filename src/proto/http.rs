@@ -58,8 +58,9 @@
 //!   size digits show it.
 //! - A duplicated `Authorization` or `Idempotency-Key` is 400: which one
 //!   counts would be a guess.
-//! - Anything not covered here is left to the caller (e.g. `Host` is not
-//!   required).
+//! - `Host` lines are counted ([`Request::host_fields`]); the caller
+//!   applies RFC 9112 §3.2 ([`Request::host_ok`]). Anything else not
+//!   covered here is left to the caller.
 
 use super::swar;
 use std::ops::Range;
@@ -175,9 +176,24 @@ pub struct Request<'a> {
     pub authorization: Option<&'a [u8]>,
     /// The `Idempotency-Key` header value, if any.
     pub idempotency_key: Option<&'a [u8]>,
+    /// How many `Host` field lines came (saturating). RFC 9112 §3.2 asks
+    /// exactly one of an HTTP/1.1 request and at most one of any; the
+    /// connection layer refuses others with 400.
+    pub host_fields: u8,
     /// The body: from the buffer when it came with `Content-Length`, from
     /// the [`Framed`] when it was decoded from chunks.
     pub body: &'a [u8],
+}
+
+impl Request<'_> {
+    /// Whether the request has the `Host` field lines RFC 9112 §3.2 asks
+    /// for: exactly one in HTTP/1.1, at most one in HTTP/1.0.
+    pub fn host_ok(&self) -> bool {
+        match self.version {
+            Version::Http11 => self.host_fields == 1,
+            Version::Http10 => self.host_fields <= 1,
+        }
+    }
 }
 
 /// A complete request as offsets into the buffer it was framed from; the
@@ -228,6 +244,7 @@ impl Framed {
             keep_alive: head.keep_alive,
             authorization: head.authorization.as_ref().map(bytes).transpose()?,
             idempotency_key: head.idempotency_key.as_ref().map(bytes).transpose()?,
+            host_fields: head.host_fields,
             body,
         })
     }
@@ -991,6 +1008,7 @@ impl HeadScan {
             expect_100,
             authorization,
             idempotency_key,
+            host_fields,
         } = fields;
 
         let body = if transfer_encodings > 0 {
@@ -1033,6 +1051,7 @@ impl HeadScan {
                 keep_alive: version == Version::Http11 && !close,
                 authorization: authorization.map(|value| offsets(buf, value)),
                 idempotency_key: idempotency_key.map(|value| offsets(buf, value)),
+                host_fields,
                 // RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0.
                 expect_continue: version == Version::Http11 && expect_100 && body_expected,
             },
@@ -1057,6 +1076,7 @@ struct Fields<'b> {
     expect_100: bool,
     authorization: Option<&'b [u8]>,
     idempotency_key: Option<&'b [u8]>,
+    host_fields: u8,
 }
 
 impl<'b> Fields<'b> {
@@ -1087,6 +1107,7 @@ impl<'b> Fields<'b> {
             }
             13 if is(b"authorization") => set_once(&mut self.authorization, value)?,
             15 if is(b"idempotency-key") => set_once(&mut self.idempotency_key, value)?,
+            4 if is(b"host") => self.host_fields = self.host_fields.saturating_add(1),
             _ => {}
         }
         Ok(())
@@ -1149,6 +1170,7 @@ struct Head {
     keep_alive: bool,
     authorization: Option<Range<usize>>,
     idempotency_key: Option<Range<usize>>,
+    host_fields: u8,
     expect_continue: bool,
 }
 
@@ -1547,6 +1569,7 @@ mod tests {
             keep_alive: version == Version::Http11,
             authorization: None,
             idempotency_key: None,
+            host_fields: 0,
             body: b"",
         }
     }
@@ -1589,7 +1612,14 @@ mod tests {
     #[test]
     fn valid_requests() {
         let cases: Vec<(&[u8], Request)> = vec![
-            (b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", get("/")),
+            (
+                b"GET / HTTP/1.1\r\nHost: example\r\n\r\n",
+                Request { host_fields: 1, ..get("/") },
+            ),
+            (
+                b"GET / HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n",
+                Request { host_fields: 2, ..get("/") },
+            ),
             (b"GET /v1/pairs/x?wait=30&a=%20b HTTP/1.1\r\n\r\n", get("/v1/pairs/x?wait=30&a=%20b")),
             (b"OPTIONS * HTTP/1.1\r\n\r\n", req(Method::Options, "*", Version::Http11)),
             (b"GET http://h/p HTTP/1.1\r\n\r\n", get("http://h/p")),
