@@ -116,6 +116,30 @@ fn route(path: &str) -> Option<Route<'_>> {
     Some(route)
 }
 
+/// The path and query of a request target: an absolute-form target
+/// (`http://host/path?query`, RFC 9112 §3.2.2, which a server MUST accept)
+/// is cut to its path and query; the host in it, like `Host`, chooses
+/// nothing here.
+fn origin_form(target: &str) -> &str {
+    if target.starts_with('/') {
+        return target; // origin-form, nearly every request
+    }
+    let bytes = target.as_bytes();
+    let scheme = if bytes.len() >= 7 && bytes[..7].eq_ignore_ascii_case(b"http://") {
+        7
+    } else if bytes.len() >= 8 && bytes[..8].eq_ignore_ascii_case(b"https://") {
+        8
+    } else {
+        return target;
+    };
+    let rest = &target[scheme..];
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        // No path: the root, which serves nothing here.
+        _ => "/",
+    }
+}
+
 /// A 400 for a malformed request: API.md lists ids, the query and headers
 /// with the request line, and "a malformed request closes its connection
 /// after the error response".
@@ -239,7 +263,8 @@ impl<W> Api<W> {
         secret: &mut dyn FnMut() -> Option<[u8; SECRET_BYTES]>,
         make_waiter: impl FnOnce() -> W,
     ) -> Result<Started, Response> {
-        let (path, query) = cut(request.target, b'?').unwrap_or((request.target, ""));
+        let target = origin_form(request.target);
+        let (path, query) = cut(target, b'?').unwrap_or((target, ""));
         let Some(route) = route(path) else {
             return Err(Response::error(404, "not_found", "no such path"));
         };

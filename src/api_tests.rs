@@ -97,6 +97,18 @@ fn routes_and_methods() {
             "bad_query",
         ),
         (Method::Delete, "/v1/pairs/p/a", 401, "unauthorized"),
+        // Absolute-form targets (RFC 9112 §3.2.2) are their path.
+        (Method::Get, "http://example/healthz", 200, ""),
+        (Method::Get, "HTTPS://example:8080/healthz", 200, ""),
+        (
+            Method::Get,
+            "http://example/v1/pairs/p/a/events",
+            401,
+            "unauthorized",
+        ),
+        (Method::Get, "http://example", 404, "not_found"),
+        (Method::Get, "http://example?/healthz", 404, "not_found"),
+        (Method::Get, "ftp://example/healthz", 404, "not_found"),
     ];
     for &(method, target, status, want) in cases {
         let r = respond(&mut api, &request(method, target, None, b""));

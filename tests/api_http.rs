@@ -704,6 +704,17 @@ fn host_is_required_once_in_http_1_1() {
 }
 
 #[test]
+fn absolute_form_targets_are_served() {
+    // RFC 9112 §3.2.2: a server MUST accept the absolute-form.
+    let server = Server::start(&[]);
+    let mut c = server.conn();
+    let r = c.request("GET", "http://127.0.0.1/healthz", &[], None);
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{r:?}");
+    let r = c.request("POST", "HTTP://example:1/v1/pairs", &[], Some(b""));
+    assert_eq!(r.status, 201, "{r:?}");
+}
+
+#[test]
 fn the_header_timeout_runs_from_a_requests_first_byte() {
     // API.md: the header timeout bounds receiving a request's headers; an
     // idle time before them is bounded separately (and closes silently).

@@ -959,6 +959,9 @@ fn unknown_query_parameters_are_ignored() {
         "foo=bar&after=0&timeout_ms=0",
         "timeout_ms=0&_=1234567",
         "cb=&timeout_ms=0&x=1&y=2",
+        // Percent-escapes decode to what they stand for (RFC 3986).
+        "timeout%5Fms=%30",
+        "after=%30&timeout_ms=0",
     ] {
         let r = poll_raw(&mut c, "unknownq", "a", &a.token, q);
         assert_eq!(parse_poll(&r).events, vec![], "query {q:?}");

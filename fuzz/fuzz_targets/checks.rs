@@ -305,6 +305,28 @@ pub fn poll_query(data: &[u8]) {
     }
 }
 
+/// `s` with every `%XX` decoded; `None` if a `%` is not followed by two
+/// hex digits.
+fn percent_decoded(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 fn poll_query_model(query: &str) -> Option<PollQuery> {
     let mut after: Option<u64> = None;
     let mut timeout_ms: Option<u64> = None;
@@ -313,16 +335,20 @@ fn poll_query_model(query: &str) -> Option<PollQuery> {
             Some(i) => (&param[..i], &param[i + 1..]),
             None => (param, ""),
         };
-        let slot = match name {
-            "after" => &mut after,
-            "timeout_ms" => &mut timeout_ms,
+        // Percent-escapes decoded first; a broken one in a name makes it
+        // no name we know, in a known parameter's value an error.
+        let slot = match percent_decoded(name).as_deref() {
+            Some(b"after") => &mut after,
+            Some(b"timeout_ms") => &mut timeout_ms,
             _ => continue,
         };
-        if slot.is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        let value = percent_decoded(value)?;
+        if slot.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
             return None;
         }
         // All digits: parsing fails only on overflow, which saturates.
-        *slot = Some(value.parse::<u64>().unwrap_or(u64::MAX));
+        let digits = std::str::from_utf8(&value).ok()?;
+        *slot = Some(digits.parse::<u64>().unwrap_or(u64::MAX));
     }
     Some(PollQuery {
         after: after.unwrap_or(0),

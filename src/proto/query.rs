@@ -16,8 +16,11 @@ pub struct PollQuery {
 /// Parses a poll's query string (without the `?`). Unknown parameters are
 /// ignored, so that cache-busting parameters browsers add do no harm; a
 /// known parameter that is repeated, empty or not a plain decimal number is
-/// an error.
+/// an error. Percent-escapes are decoded first (`timeout_ms=%31` is
+/// `timeout_ms=1`, RFC 3986 §6.2.2.2); a broken escape in a known
+/// parameter's value is an error.
 pub fn parse_poll(query: &str) -> Result<PollQuery, &'static str> {
+    const NOT_A_NUMBER: &str = "after and timeout_ms take decimal numbers";
     let mut after = None;
     let mut timeout_ms = None;
     let mut rest = Some(query);
@@ -28,15 +31,30 @@ pub fn parse_poll(query: &str) -> Result<PollQuery, &'static str> {
             continue;
         }
         let (name, value) = cut(pair, b'=').unwrap_or((pair, ""));
-        let slot = match name {
-            "after" => &mut after,
-            "timeout_ms" => &mut timeout_ms,
-            _ => continue,
+        let escaped = pair.as_bytes().contains(&b'%');
+        let is = |known: &str| {
+            if escaped {
+                decoded(name).eq(known.bytes().map(Some))
+            } else {
+                name == known
+            }
+        };
+        let slot = if is("after") {
+            &mut after
+        } else if is("timeout_ms") {
+            &mut timeout_ms
+        } else {
+            continue;
         };
         if slot.is_some() {
             return Err("a query parameter is repeated");
         }
-        *slot = Some(parse_number(value).ok_or("after and timeout_ms take decimal numbers")?);
+        let number = if escaped {
+            parse_number(decoded(value))
+        } else {
+            parse_number(value.bytes().map(Some))
+        };
+        *slot = Some(number.ok_or(NOT_A_NUMBER)?);
     }
     Ok(PollQuery {
         after: after.unwrap_or(0),
@@ -44,15 +62,36 @@ pub fn parse_poll(query: &str) -> Result<PollQuery, &'static str> {
     })
 }
 
+/// The bytes of `s` with `%XX` escapes decoded; `None` for a `%` not
+/// followed by two hex digits.
+fn decoded(s: &str) -> impl Iterator<Item = Option<u8>> + '_ {
+    let mut bytes = s.bytes();
+    std::iter::from_fn(move || {
+        let b = bytes.next()?;
+        if b != b'%' {
+            return Some(Some(b));
+        }
+        let hex = |c: Option<u8>| char::from(c?).to_digit(16);
+        Some(match (hex(bytes.next()), hex(bytes.next())) {
+            (Some(hi), Some(lo)) => u8::try_from(hi * 16 + lo).ok(),
+            _ => None,
+        })
+    })
+}
+
 /// Digits only; values past u64 saturate, which for `timeout_ms` is capped
 /// and for `after` is higher than any seq, so either way the answer is right.
-fn parse_number(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+fn parse_number(bytes: impl Iterator<Item = Option<u8>>) -> Option<u64> {
+    let mut n: Option<u64> = None;
+    for b in bytes {
+        let d = b.filter(u8::is_ascii_digit)?;
+        n = Some(
+            n.unwrap_or(0)
+                .saturating_mul(10)
+                .saturating_add(u64::from(d - b'0')),
+        );
     }
-    Some(s.bytes().fold(0u64, |n, d| {
-        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    }))
+    n
 }
 
 #[cfg(test)]
@@ -68,6 +107,10 @@ mod tests {
         assert_eq!(parse_poll("timeout_ms=999999"), q(0, Some(120_000)));
         assert_eq!(parse_poll("_=123&after=2&x"), q(2, None));
         assert_eq!(parse_poll("after=007"), q(7, None));
+        // Percent-escapes of unreserved characters mean those characters.
+        assert_eq!(parse_poll("timeout_ms=%31%30"), q(0, Some(10)));
+        assert_eq!(parse_poll("af%74er=3&timeout%5fms=0"), q(3, Some(0)));
+        assert_eq!(parse_poll("x=%zz&after=1"), q(1, None));
         assert_eq!(parse_poll("&&after=1&"), q(1, None));
         assert_eq!(
             parse_poll("after=99999999999999999999999"),
@@ -85,8 +128,12 @@ mod tests {
             "after=1.5",
             "after=1&after=2",
             "timeout_ms=abc",
-            "timeout_ms=%31",
+            "timeout_ms=%3",
+            "timeout_ms=%zz1",
+            "timeout_ms=%2B1",
+            "after=%20",
             "after= 1",
+            "af%74er=1&after=2",
         ] {
             assert!(parse_poll(bad).is_err(), "{bad}");
         }
