@@ -495,13 +495,25 @@ impl<E: Fn(&str) -> Option<String>> Sources<'_, E> {
     }
 
     /// The peers and their label: every `--peer` flag if any is given
-    /// (they replace `PAIRLINK_PEERS` entirely), else the variable's list.
+    /// (they replace the variable's list entirely), else the list of
+    /// `PAIRLINK_PEERS` or, by the general rule's name for `--peer`,
+    /// `PAIRLINK_PEER` (the same comma-separated form; not both).
     fn peers(&self) -> Result<Labeled<Vec<PeerSpec>>, ConfigError> {
         let opt = opt(Key::Peer);
         let env_list;
         let (label, items) = if self.flags.peers.is_empty() {
-            env_list = self.env_var(opt.env).unwrap_or_default();
-            (opt.env.to_string(), peer_list_items(&env_list))
+            let (name, list) = match (self.env_var(opt.env), self.env_var(PEER_ENV_SINGULAR)) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError(format!(
+                        "{} and {PEER_ENV_SINGULAR} are both set; use one",
+                        opt.env
+                    )))
+                }
+                (None, Some(list)) => (PEER_ENV_SINGULAR, list),
+                (list, None) => (opt.env, list.unwrap_or_default()),
+            };
+            env_list = list;
+            (name.to_string(), peer_list_items(&env_list))
         } else {
             let items = self.flags.peers.iter().map(String::as_str).collect();
             (format!("--{}", opt.long), items)
@@ -743,6 +755,10 @@ fn parse_node_name(text: &str) -> Result<&str, String> {
     }
     Ok(text)
 }
+
+/// `PAIRLINK_` and `--peer`'s name, as the general rule for variables
+/// makes it; read like `PAIRLINK_PEERS`.
+const PEER_ENV_SINGULAR: &str = "PAIRLINK_PEER";
 
 /// The items of `PAIRLINK_PEERS`: comma-separated, blanks around items and
 /// empty items (from a trailing comma) ignored.
@@ -1551,6 +1567,22 @@ mod tests {
             run_err(&[], &bad),
             "PAIRLINK_PEERS: peer \"n1\" has this node's own name (PAIRLINK_NODE)"
         );
+
+        // PAIRLINK_PEER, --peer's variable by the general rule, is read the
+        // same way; setting both is refused rather than one ignored.
+        let mut singular = env;
+        singular[3] = ("PAIRLINK_PEER", "n2=h:1, n3=g:2");
+        let c = run(&[], &singular).unwrap();
+        let names: Vec<&str> = c.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["n2", "n3"]);
+        singular[3] = ("PAIRLINK_PEER", "n2=h:1,oops");
+        assert!(run_err(&[], &singular).starts_with("PAIRLINK_PEER: invalid peer"));
+        let both = [env[0], env[1], env[2], env[3], ("PAIRLINK_PEER", "n4=h:4")];
+        assert_eq!(
+            run_err(&[], &both),
+            "PAIRLINK_PEERS and PAIRLINK_PEER are both set; use one"
+        );
+        assert_eq!(run(&["--peer", "n9=x:9"], &both).unwrap().peers.len(), 1);
     }
 
     #[test]
