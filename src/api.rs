@@ -143,6 +143,8 @@ fn origin_form(target: &str) -> &str {
 /// A 400 for a malformed request: API.md lists ids, the query and headers
 /// with the request line, and "a malformed request closes its connection
 /// after the error response".
+#[cold]
+#[inline(never)]
 fn malformed(code: &'static str, message: &'static str) -> Response {
     let mut r = Response::error(400, code, message);
     r.close = true;

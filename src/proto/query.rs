@@ -31,29 +31,26 @@ pub fn parse_poll(query: &str) -> Result<PollQuery, &'static str> {
             continue;
         }
         let (name, value) = cut(pair, b'=').unwrap_or((pair, ""));
-        let escaped = pair.as_bytes().contains(&b'%');
-        let is = |known: &str| {
-            if escaped {
-                decoded(name).eq(known.bytes().map(Some))
-            } else {
-                name == known
-            }
-        };
-        let slot = if is("after") {
-            &mut after
-        } else if is("timeout_ms") {
-            &mut timeout_ms
-        } else {
-            continue;
+        // Plain names first; escapes are decoded only when there are some.
+        let is = |known: &str| decoded(name).eq(known.bytes().map(Some));
+        let slot = match name {
+            "after" => &mut after,
+            "timeout_ms" => &mut timeout_ms,
+            _ if !name.as_bytes().contains(&b'%') => continue,
+            _ if is("after") => &mut after,
+            _ if is("timeout_ms") => &mut timeout_ms,
+            _ => continue,
         };
         if slot.is_some() {
             return Err("a query parameter is repeated");
         }
-        let number = if escaped {
-            parse_number(decoded(value))
-        } else {
-            parse_number(value.bytes().map(Some))
-        };
+        let number = parse_number(value.bytes().map(Some)).or_else(|| {
+            value
+                .as_bytes()
+                .contains(&b'%')
+                .then(|| parse_number(decoded(value)))
+                .flatten()
+        });
         *slot = Some(number.ok_or(NOT_A_NUMBER)?);
     }
     Ok(PollQuery {
