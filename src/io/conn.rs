@@ -6,6 +6,7 @@
 //! allocated only once bytes are readable and given back when empty, so an
 //! idle waiting poll holds little beyond its task and socket.
 
+use super::budget;
 use super::rt::{self, Io, Timer};
 use super::waiter::{Answer, Wait};
 use super::Shared;
@@ -39,6 +40,7 @@ pub async fn serve(shared: Rc<Shared>, stream: Io<TcpStream>) {
         shared: shared.clone(),
         stream,
         buf: Vec::new(),
+        charged: 0,
     };
     if let Err(e) = conn.run().await {
         log::debug!("connection ended: {e}");
@@ -61,6 +63,14 @@ struct Conn {
     stream: Io<TcpStream>,
     /// Received, not yet framed bytes.
     buf: Vec<u8>,
+    /// What `buf` holds against the node's read budget.
+    charged: usize,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shared.read_budget.charge(&mut self.charged, 0);
+    }
 }
 
 impl Conn {
@@ -140,7 +150,18 @@ impl Conn {
         );
         self.buf.drain(..consumed);
         release_spare(&mut self.buf);
+        self.charge();
         Ok(done)
+    }
+
+    /// Charges the read buffer's capacity to the node's budget; false
+    /// when the node is past it.
+    fn charge(&mut self) -> bool {
+        self.buf.capacity() <= budget::FREE_BYTES && self.charged == 0
+            || self
+                .shared
+                .read_budget
+                .charge(&mut self.charged, self.buf.capacity())
     }
 
     /// Answers a request that cannot be served, and closes.
@@ -150,6 +171,10 @@ impl Conn {
         code: &'static str,
         message: &'static str,
     ) -> io::Result<()> {
+        // Nothing of what was received is read again: give it back now,
+        // not after the answer and the linger.
+        self.buf = Vec::new();
+        self.charge();
         let mut r = Response::error(status, code, message);
         r.close = true;
         self.respond(&r, false).await?;
@@ -207,6 +232,13 @@ impl Conn {
             let read = self.fill_or_timeout(&mut timer).await;
             match read {
                 Some(Ok(0)) => return Ok(Read_::Closed),
+                Some(Ok(_)) if !self.charge() => {
+                    return Ok(Read_::Refuse(
+                        503,
+                        "overloaded",
+                        "the node holds too many partly received requests",
+                    ))
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None if self.buf.is_empty() && !framer.head_done() => return Ok(Read_::Closed),
@@ -240,8 +272,10 @@ impl Conn {
             Read(io::Result<usize>),
         }
         loop {
+            // Over the budget, pipelined bytes wait in the socket.
+            let within = self.charge();
             let Conn { stream, buf, .. } = self;
-            let watch = buf.len() < PIPELINE_BYTES_MAX;
+            let watch = within && buf.len() < PIPELINE_BYTES_MAX;
             let woke = future::or(async { Woke::Answer((&mut wait).await) }, async {
                 if watch {
                     Woke::Read(fill(stream, buf).await)
@@ -411,7 +445,7 @@ fn release_spare(buf: &mut Vec<u8>) {
 
 /// Raw bytes one request may take: its head, its body twice over for
 /// chunk framing, and some slack.
-fn raw_request_bytes_max(body_bytes_max: usize) -> usize {
+pub(super) fn raw_request_bytes_max(body_bytes_max: usize) -> usize {
     HEAD_BYTES_MAX + 2 * body_bytes_max + RAW_SLACK_BYTES
 }
 
@@ -545,5 +579,68 @@ mod tests {
             most_in_a_row <= u64::from(REQUESTS_PER_TURN),
             "{most_in_a_row} requests served while no other task could run"
         );
+    }
+
+    /// Partly received requests are charged to the node's read budget: a
+    /// connection that would take the node past it gets 503 and is closed,
+    /// others go on, and what a connection held is given back when it ends.
+    #[test]
+    fn partly_received_requests_are_bounded_node_wide() {
+        use crate::config::{parse, Parsed};
+        use crate::io::rt::{block_on, LocalExecutor};
+        use std::io::Write;
+        use std::net::TcpListener;
+        let Ok(Parsed::Run(config)) = parse(std::iter::empty(), |_| None) else {
+            panic!("the default configuration");
+        };
+        let shared = super::super::new_shared(&config).unwrap();
+        shared.read_budget.set_max(64 * 1024);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // Each client sends the head and 40 KB of a 60 KB body, then waits.
+        let head =
+            b"POST /v1/pairs/p/a/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n";
+        let clients: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                c.write_all(head).unwrap();
+                c.write_all(&[b'x'; 40_000]).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                c
+            })
+            .collect();
+        let servers: Vec<TcpStream> = (0..2).map(|_| listener.accept().unwrap().0).collect();
+        let ex = Rc::new(LocalExecutor::new());
+        let (used_while_open, used_after) = block_on(ex.run(async {
+            let tasks: Vec<_> = servers
+                .into_iter()
+                .map(|s| ex.spawn(serve(shared.clone(), Io::new(s).unwrap())))
+                .collect();
+            // Let both read what was sent.
+            Timer::after(Duration::from_millis(300)).await;
+            let while_open = shared.read_budget.used();
+            drop(tasks);
+            (while_open, shared.read_budget.used())
+        }))
+        .unwrap();
+        // One connection holds its 40 KB against the budget; the other,
+        // which would have passed it, was answered 503 and closed.
+        let answers: Vec<String> = clients
+            .into_iter()
+            .map(|mut c| {
+                let mut got = Vec::new();
+                let _ = c.read_to_end(&mut got);
+                String::from_utf8_lossy(&got).into_owned()
+            })
+            .collect();
+        let refused = answers
+            .iter()
+            .filter(|a| a.starts_with("HTTP/1.1 503") && a.contains("\"overloaded\""))
+            .count();
+        assert_eq!(refused, 1, "{answers:?}");
+        assert!(
+            (30_000..=64 * 1024).contains(&used_while_open),
+            "charged {used_while_open}"
+        );
+        assert_eq!(used_after, 0, "given back when the connections ended");
     }
 }

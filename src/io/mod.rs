@@ -6,6 +6,7 @@
 //! and never across an `.await`, so there are no locks and no atomics on the
 //! hot path.
 
+mod budget;
 pub mod cluster;
 mod conn;
 mod listener;

@@ -1,7 +1,9 @@
 //! The state every task of a node shares, and the glue between the core's
 //! outputs and the tasks waiting for them.
 
+use super::budget::{self, ReadBudget};
 use super::cluster::{ClusterState, ConnHandle};
+use super::conn::raw_request_bytes_max;
 use super::random::RandomPool;
 use super::rt::Timer;
 use super::waiter::{self, Wait, Waiter};
@@ -30,6 +32,8 @@ pub struct Shared {
     timer_wake: async_channel::Sender<()>,
     timer_woken: async_channel::Receiver<()>,
     requests_in_flight: Cell<usize>,
+    /// What connections hold of requests not yet whole.
+    pub read_budget: ReadBudget,
     /// Framing limits for every connection.
     pub http_limits: http::Limits,
     /// `--header-timeout`.
@@ -56,6 +60,12 @@ impl Shared {
             timer_wake,
             timer_woken,
             requests_in_flight: Cell::new(0),
+            read_budget: ReadBudget::new(
+                budget::BUDGET_BYTES_MIN.max(
+                    budget::LARGEST_REQUESTS_MIN
+                        .saturating_mul(raw_request_bytes_max(config.max_message_bytes)),
+                ),
+            ),
             http_limits: http::Limits {
                 target_bytes_max: TARGET_BYTES_MAX,
                 head_bytes_max: HEAD_BYTES_MAX,
