@@ -30,6 +30,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod fdlimit;
 pub mod io;
 pub mod limits;
 pub mod logger;

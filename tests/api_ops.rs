@@ -665,6 +665,47 @@ fn over_max_connections_new_connections_get_503_then_close() {
 }
 
 #[test]
+fn out_of_file_descriptors_new_connections_get_503_not_silence() {
+    // 48 open files, far below what --max-connections 10000 needs: the
+    // node says so at start, and connections past what it can hold get
+    // 503 from its spare descriptor instead of waiting unanswered.
+    let server = Server::start_with_open_files(48, &[]);
+    let mut conns: Vec<Conn> = (0..80)
+        .map(|_| {
+            let mut c = server.conn();
+            c.send(&build_request("GET", "/healthz", &[], None));
+            c
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for c in &mut conns {
+        c.set_read_timeout(Duration::from_secs(5));
+        let status = match c.try_read_response() {
+            Ok(r) => {
+                if r.status == 503 {
+                    assert_error(&r, 503, "overloaded");
+                }
+                r.status
+            }
+            Err(e) => panic!("a connection got no answer: {}", describe(&e)),
+        };
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert!(statuses.get(&200).is_some_and(|&n| n >= 10), "{statuses:?}");
+    assert!(statuses.get(&503).is_some_and(|&n| n >= 1), "{statuses:?}");
+    assert_eq!(statuses.values().sum::<i32>(), 80, "{statuses:?}");
+    drop(conns);
+    server.assert_serving();
+    let log = server.stderr();
+    assert!(log.contains("the open-file limit is 48"), "{log}");
+    let failures = log.matches("accept failed").count();
+    assert!(
+        (1..=3).contains(&failures),
+        "{failures} accept failure lines:\n{log}"
+    );
+}
+
+#[test]
 fn over_max_sessions_joins_get_503_overloaded() {
     let server = Server::start(&["--max-sessions", "2"]);
     let mut c = server.conn();

@@ -10,7 +10,8 @@
 //! - [`relay`], [`pairing`], [`idle`]: the three workloads.
 //! - [`hist`]: a log-linear latency histogram.
 //! - [`procfs`]: the server's CPU time and RSS from `/proc`.
-//! - [`fdlimit`]: raises the open-file limit to what the run needs.
+//! - `pairlink::fdlimit` (shared with the server): raises the open-file
+//!   limit to what the run needs.
 //! - [`report`]: error counters, CPU meter, the JSON line and the summary.
 //!
 //! Everything runs on one thread in the server's own executor and event
@@ -20,7 +21,6 @@
 //! server's core, and is small enough not to be the limit of a run.
 
 pub mod args;
-pub mod fdlimit;
 pub mod hist;
 pub mod http;
 pub mod idle;
@@ -55,7 +55,7 @@ pub fn files_needed(args: &Args) -> u64 {
         Workload::Pairing => 2 * args.concurrency.min(args.pairs),
         Workload::Idle => args.sessions + nodes,
     };
-    sockets.max(LEAVE_CONCURRENCY as u64 * nodes) + fdlimit::FILES_BESIDES_SOCKETS
+    sockets.max(LEAVE_CONCURRENCY as u64 * nodes) + pairlink::fdlimit::FILES_BESIDES_SOCKETS
 }
 
 /// Runs the workload `args` asks for, to its end. Fails only when the

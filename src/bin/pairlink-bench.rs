@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = bench::fdlimit::ensure(bench::files_needed(&args)) {
+    if let Err(e) = pairlink::fdlimit::ensure(bench::files_needed(&args)) {
         eprintln!("pairlink-bench: {e}");
         return ExitCode::from(2);
     }

@@ -13,8 +13,18 @@ use std::time::Duration;
 /// file table does not turn the loop into a busy spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// Accept failures logged at most once per this long (with a count of
+/// the others), so a full file table does not flood the log.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Accepts until cancelled; each connection gets its own task on `ex`.
 pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<LocalExecutor>) {
+    // A descriptor kept in reserve: when the process is out of them, it is
+    // closed so that one waiting client can be accepted and told 503, then
+    // taken again (the way nginx and libuv-based servers do it). Without
+    // it that client would wait in the backlog unanswered.
+    let mut spare = open_spare();
+    let mut failures = RateLimited::default();
     loop {
         // Accepting on the std listener keeps a refused socket out of the
         // reactor: it is answered and closed without ever being registered.
@@ -22,8 +32,37 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                log::warn!("accept failed: {e}; pausing");
-                Timer::after(ACCEPT_ERROR_PAUSE).await;
+                let out_of_files = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
+                let mut answered = false;
+                if out_of_files && spare.take().is_some() {
+                    if let Ok((stream, _)) = listener.get_ref().accept() {
+                        shared.metrics(|m| {
+                            m.connections_refused += 1;
+                            m.count_response(503);
+                        });
+                        refuse(stream);
+                        answered = true;
+                    }
+                    spare = open_spare();
+                }
+                if let Some(others) = failures.allow(ACCEPT_ERROR_LOG_EVERY) {
+                    log::warn!(
+                        "accept failed: {e}; {}{}",
+                        if out_of_files {
+                            "new connections get 503 until descriptors are free"
+                        } else {
+                            "pausing"
+                        },
+                        if others > 0 {
+                            format!(" ({others} more failures since the last such line)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                if !answered {
+                    Timer::after(ACCEPT_ERROR_PAUSE).await;
+                }
                 continue;
             }
         };
@@ -50,6 +89,35 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
             m.connections_accepted += 1;
         });
         ex.spawn_detached(conn::serve(shared.clone(), stream));
+    }
+}
+
+/// "Too many open files" for this process, and for the system.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// The reserve descriptor; `None` if even that cannot be opened.
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Lets a message through at most once per period and counts the others.
+#[derive(Default)]
+pub(super) struct RateLimited {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    /// `Some(suppressed since the last one)` when a line may be logged now.
+    pub(super) fn allow(&mut self, every: Duration) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|at| now.duration_since(at) < every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 

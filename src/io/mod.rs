@@ -69,6 +69,32 @@ fn new_shared(config: &Config) -> std::io::Result<Rc<Shared>> {
     Ok(Rc::new(Shared::new(api, config, cluster)))
 }
 
+/// Open files the server uses besides its HTTP connections: listeners,
+/// epoll, eventfd, async-io's poller and timer, stdio, the spare of
+/// `listener`, and two per peer (a connection and a dial being replaced).
+const FILES_BESIDES_CONNECTIONS: u64 = 32;
+
+/// Raises the soft open-file limit to the hard one, and warns when even
+/// that is below what `--max-connections` needs: past it, accepting fails
+/// and new clients get `503` from the listener's spare descriptor rather
+/// than the answers they came for.
+fn check_open_files(config: &Config) {
+    let need = (config.max_connections as u64)
+        .saturating_add(FILES_BESIDES_CONNECTIONS)
+        .saturating_add(2 * config.peers.len() as u64);
+    match crate::fdlimit::raise_soft_to_hard() {
+        Ok(limit) if limit < need => log::warn!(
+            "the open-file limit is {limit}, below the {need} that --max-connections {} \
+             needs; past about {} connections new ones get 503 (raise LimitNOFILE= or \
+             `ulimit -n`, or lower --max-connections)",
+            config.max_connections,
+            limit.saturating_sub(FILES_BESIDES_CONNECTIONS),
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: &Config) -> std::io::Result<()> {
     // Signals first, so one that arrives during start-up drains rather
@@ -93,6 +119,7 @@ pub fn run(config: &Config) -> std::io::Result<()> {
         None => None,
     };
     let shared = new_shared(config)?;
+    check_open_files(config);
     log::info!(
         "pairlink {} node {} serving HTTP on {local}; limits: {} connections, {} sessions, \
          {} B per message, {} B per session, {} B per node; poll timeout {:?}, session TTL {:?}, \

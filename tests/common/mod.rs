@@ -46,6 +46,12 @@ pub fn free_port() -> u16 {
 fn base_command(args: &[String], env: &[(String, String)], dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pairlink"));
     cmd.args(args);
+    hermetic(&mut cmd, env, dir);
+    cmd
+}
+
+/// The environment and output files every spawned server gets.
+fn hermetic(cmd: &mut Command, env: &[(String, String)], dir: &std::path::Path) {
     // Hermetic: nothing from the caller's environment configures the server.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PAIRLINK_") {
@@ -58,7 +64,6 @@ fn base_command(args: &[String], env: &[(String, String)], dir: &std::path::Path
     cmd.stdin(Stdio::null());
     cmd.stdout(File::create(dir.join("stdout")).expect("stdout file"));
     cmd.stderr(File::create(dir.join("stderr")).expect("stderr file"));
-    cmd
 }
 
 /// How the server learns its listen address.
@@ -1278,6 +1283,31 @@ impl Server {
             exit: None,
         }
         .wait_healthy()
+    }
+
+    /// Starts a server whose open-file limit, soft and hard, is `limit`
+    /// (set by bash's `ulimit -n` before it execs the binary).
+    pub fn start_with_open_files(limit: u32, args: &[&str]) -> Server {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir = scratch_dir();
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_pairlink"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args);
+        hermetic(&mut cmd, &[], &dir);
+        let child = cmd.spawn().expect("spawn bash");
+        Server {
+            child,
+            addr,
+            dir,
+            exit: None,
+        }
+        .wait_healthy()
+        .unwrap_or_else(|e| panic!("server with {limit} open files: {e}"))
     }
 
     /// True while the process has not exited (a stopped process is running).

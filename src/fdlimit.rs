@@ -1,9 +1,11 @@
-//! The open-file limit. Every waiting poll and every pair side holds a
-//! socket, so an idle run of 10,000 sessions needs more than the usual
-//! soft limit of 1024 open files. Before a run, [`ensure`] raises this
-//! process's soft `RLIMIT_NOFILE` up to what the run needs (never above
-//! the hard limit, which an unprivileged process cannot raise), or says
-//! clearly why the run cannot start.
+//! The open-file limit. Every connection is a file descriptor: the server
+//! holds up to `--max-connections` of them, and an idle benchmark run of
+//! 10,000 sessions needs more than the usual soft limit of 1024. The
+//! server raises its soft `RLIMIT_NOFILE` to the hard limit at start
+//! ([`raise_soft_to_hard`]), as nginx's `worker_rlimit_nofile` or Go's
+//! runtime do; the generator raises it to what a run needs ([`ensure`]),
+//! or says clearly why the run cannot start. Neither can pass the hard
+//! limit, which an unprivileged process cannot raise.
 //!
 //! `rustix` (already the server's event-loop dependency) reads and sets
 //! the limit safely.
@@ -57,6 +59,16 @@ pub fn ensure(need: u64) -> Result<u64, String> {
     Ok(need)
 }
 
+/// Raises the soft limit to the hard one; returns the soft limit now in
+/// force (`u64::MAX` for unlimited).
+pub fn raise_soft_to_hard() -> std::io::Result<u64> {
+    let (soft, hard) = sys::get()?;
+    if soft < hard {
+        sys::set_soft(hard, hard)?;
+    }
+    Ok(sys::get()?.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +84,8 @@ mod tests {
         if hard < u64::MAX {
             assert!(ensure(hard + 1).unwrap_err().contains("hard limit"));
         }
+        // Raising to the hard limit gets the hard limit.
+        assert_eq!(raise_soft_to_hard().unwrap(), hard);
+        assert_eq!(sys::get().unwrap(), (hard, hard));
     }
 }
