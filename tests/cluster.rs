@@ -1792,6 +1792,15 @@ fn garbage_on_the_cluster_port_is_closed_and_the_node_keeps_serving() {
     for i in 0..3 {
         let m = metrics(c.node(i));
         assert_eq!(metric(&m, "pairlink_cluster_peers", "state=\"up\""), 2.0);
+        // Eleven failed handshakes in a second: logged once, not eleven
+        // times (anyone who reaches the port could flood the log).
+        let log = c.node(i).stderr();
+        let lines = log.matches("closed before the handshake completed").count();
+        assert!(
+            (1..=2).contains(&lines),
+            "{} logged {lines} lines:\n{log}",
+            c.name(i)
+        );
     }
 }
 

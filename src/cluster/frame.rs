@@ -331,7 +331,32 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::TooLarge(n) => write!(f, "frame of {n} bytes is over the limit"),
+            DecodeError::TooLarge(n) => {
+                write!(f, "frame of {n} bytes is over the limit")?;
+                // The length prefix read as text: a peer address that is
+                // an HTTP port (or a client that took this for one) shows
+                // as a few letters of HTTP.
+                let prefix = u32::try_from(*n).unwrap_or(u32::MAX).to_be_bytes();
+                if [
+                    &b"HTTP"[..],
+                    b"GET ",
+                    b"POST",
+                    b"HEAD",
+                    b"PUT ",
+                    b"DELE",
+                    b"OPTI",
+                ]
+                .contains(&&prefix[..])
+                {
+                    write!(
+                        f,
+                        " (its first bytes are {:?}: HTTP, not the pairlink node protocol; \
+                         is this an HTTP port?)",
+                        String::from_utf8_lossy(&prefix)
+                    )?;
+                }
+                Ok(())
+            }
             DecodeError::UnknownType(t) => write!(f, "unknown frame type {t}"),
             DecodeError::Malformed(what) => write!(f, "malformed frame: {what}"),
         }
@@ -1244,6 +1269,10 @@ mod tests {
             DecodeError::TooLarge(300).to_string(),
             "frame of 300 bytes is over the limit"
         );
+        // "HTTP" as a length: the peer speaks HTTP.
+        assert!(DecodeError::TooLarge(0x4854_5450)
+            .to_string()
+            .ends_with("(its first bytes are \"HTTP\": HTTP, not the pairlink node protocol; is this an HTTP port?)"));
         assert_eq!(
             DecodeError::UnknownType(99).to_string(),
             "unknown frame type 99"

@@ -7,6 +7,7 @@
 //! one replaces it (the peer probably restarted and its old socket is
 //! dead). See docs/PROTOCOL.md.
 
+use super::ratelimit::{held_back, RateLimited};
 use super::rt::{self, Io, LocalExecutor, Timer};
 use super::Shared;
 use crate::api::PeerState;
@@ -37,6 +38,9 @@ const HANDSHAKE_READ_BYTES: usize = 512;
 /// one each, at most two while a connection is being replaced; a peer
 /// refused during a flood dials again after its backoff.
 pub const INBOUND_HANDSHAKES_MAX: usize = 32;
+
+/// How often a connection that failed its handshake may be logged.
+const HANDSHAKE_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 const _: () = assert!(HANDSHAKE_READ_BYTES >= HANDSHAKE_FRAME_BYTES_MAX + FRAME_PREFIX_BYTES);
 /// Bound on a dial: connect within this or try again later.
@@ -86,6 +90,12 @@ pub struct ClusterState {
     next_conn_id: u64,
     /// Accepted connections whose handshake has not completed.
     inbound_handshakes: usize,
+    /// Connections that ended before their handshake completed, logged at
+    /// most once per [`HANDSHAKE_FAILURE_LOG_EVERY`]: anyone who can reach
+    /// the cluster port can cause them.
+    handshake_failures: RateLimited,
+    /// Connections refused over [`INBOUND_HANDSHAKES_MAX`], likewise.
+    refusals: RateLimited,
 }
 
 impl ClusterState {
@@ -100,6 +110,8 @@ impl ClusterState {
             conns,
             next_conn_id: 1,
             inbound_handshakes: 0,
+            handshake_failures: RateLimited::default(),
+            refusals: RateLimited::default(),
         }
     }
 
@@ -173,7 +185,18 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
             Ok((stream, from)) => {
                 let Some(slot) = HandshakeSlot::take(&shared) else {
                     // Dropping the stream closes it.
-                    log::debug!("cluster connection from {from} closed: {INBOUND_HANDSHAKES_MAX} handshakes already under way");
+                    let logged = shared
+                        .cluster
+                        .borrow_mut()
+                        .refusals
+                        .allow(HANDSHAKE_FAILURE_LOG_EVERY);
+                    if let Some(others) = logged {
+                        log::warn!(
+                            "cluster connection from {from} closed at once: \
+                             {INBOUND_HANDSHAKES_MAX} handshakes already under way{}",
+                            held_back(others)
+                        );
+                    }
                     shared.metrics(|m| m.cluster_connections_refused += 1);
                     continue;
                 };
@@ -181,7 +204,8 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
                 log::debug!("cluster connection from {from}");
                 let shared = shared.clone();
                 ex.spawn_detached(async move {
-                    run_conn(shared, stream, Role::Acceptor, Some(slot), None).await;
+                    let addr = from.to_string();
+                    run_conn(shared, stream, &addr, Role::Acceptor, Some(slot), None).await;
                 });
             }
             Err(e) => {
@@ -210,6 +234,7 @@ pub async fn dial_loop(shared: Rc<Shared>, index: usize) {
                 let was_up = run_conn(
                     shared.clone(),
                     stream,
+                    &addr,
                     Role::Dialer,
                     None,
                     Some(dialed.clone()),
@@ -286,6 +311,7 @@ impl Drop for HandshakeSlot {
 async fn run_conn(
     shared: Rc<Shared>,
     stream: Io<TcpStream>,
+    addr: &str,
     role: Role,
     slot: Option<HandshakeSlot>,
     dialed: Option<NodeName>,
@@ -321,12 +347,26 @@ async fn run_conn(
         future::or(write_half(&stream, &handle), tick(&shared, &handle, &peer)),
     )
     .await;
-    let addr = stream
-        .get_ref()
-        .peer_addr()
-        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let Some(index) = peer.get() else {
-        log::warn!("cluster connection with {addr} closed before the handshake completed: {why}");
+        let logged = shared
+            .cluster
+            .borrow_mut()
+            .handshake_failures
+            .allow(HANDSHAKE_FAILURE_LOG_EVERY);
+        if let Some(others) = logged {
+            // A node refusing our proof just closes: say what that
+            // usually means, on the side that cannot see the reason.
+            let hint = if role == Role::Dialer && why == CLOSED_BY_PEER {
+                " (a different cookie, or not a pairlink node there? the peer's log says)"
+            } else {
+                ""
+            };
+            log::warn!(
+                "cluster connection with {addr} closed before the handshake completed: \
+                 {why}{hint}{}",
+                held_back(others)
+            );
+        }
         return false;
     };
     let mut cluster = shared.cluster.borrow_mut();
@@ -344,6 +384,9 @@ async fn run_conn(
     true
 }
 
+/// Why a connection ended when the peer closed it.
+const CLOSED_BY_PEER: &str = "closed by the peer";
+
 /// Reads bytes into the connection; acts on what it yields.
 async fn read_half(
     shared: &Rc<Shared>,
@@ -355,7 +398,7 @@ async fn read_half(
     let mut buf = vec![0u8; HANDSHAKE_READ_BYTES];
     loop {
         let n = match stream.read(&mut buf).await {
-            Ok(0) => return "closed by the peer".into(),
+            Ok(0) => return CLOSED_BY_PEER.into(),
             Ok(n) => n,
             Err(e) => return format!("read failed: {e}"),
         };

@@ -1,6 +1,7 @@
 //! Accepting connections, and refusing them over `--max-connections`.
 
 use super::conn;
+use super::ratelimit::{held_back, RateLimited};
 use super::rt::{Io, LocalExecutor, Timer};
 use super::Shared;
 use crate::proto::response::{self, Response};
@@ -53,11 +54,7 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
                         } else {
                             "pausing"
                         },
-                        if others > 0 {
-                            format!(" ({others} more failures since the last such line)")
-                        } else {
-                            String::new()
-                        }
+                        held_back(others)
                     );
                 }
                 if !answered {
@@ -99,26 +96,6 @@ const ENFILE: i32 = 23;
 /// The reserve descriptor; `None` if even that cannot be opened.
 fn open_spare() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
-}
-
-/// Lets a message through at most once per period and counts the others.
-#[derive(Default)]
-pub(super) struct RateLimited {
-    last: Option<std::time::Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    /// `Some(suppressed since the last one)` when a line may be logged now.
-    pub(super) fn allow(&mut self, every: Duration) -> Option<u64> {
-        let now = std::time::Instant::now();
-        if self.last.is_some_and(|at| now.duration_since(at) < every) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
 }
 
 /// Answers 503 with `Retry-After` and closes, without blocking: a fresh

@@ -11,6 +11,7 @@ pub mod cluster;
 mod conn;
 mod listener;
 pub mod random;
+mod ratelimit;
 pub mod rt;
 mod shared;
 pub mod waiter;
