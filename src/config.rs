@@ -756,6 +756,13 @@ fn parse_node_name(text: &str) -> Result<&str, String> {
     Ok(text)
 }
 
+/// Whether `name` is a variable the server reads (every option's, and
+/// both spellings of the peer list's). Others starting with `PAIRLINK_`
+/// are probably typos, which the binary warns about.
+pub fn is_known_env(name: &str) -> bool {
+    name == PEER_ENV_SINGULAR || OPTIONS.iter().any(|opt| opt.env == name)
+}
+
 /// `PAIRLINK_` and `--peer`'s name, as the general rule for variables
 /// makes it; read like `PAIRLINK_PEERS`.
 const PEER_ENV_SINGULAR: &str = "PAIRLINK_PEER";
@@ -846,6 +853,11 @@ fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
 /// secret), at least COOKIE_BYTES_MIN bytes left.
 fn read_cookie(path: &Path) -> Result<Vec<u8>, String> {
     let cannot_read = |error: std::io::Error| format!("cannot read {path:?}: {error}");
+    // Looked at before opening: opening a FIFO for reading would wait for
+    // a writer, for ever. (Checked again on the open file below.)
+    if !std::fs::metadata(path).map_err(cannot_read)?.is_file() {
+        return Err(format!("{path:?} is not a regular file"));
+    }
     let file = std::fs::File::open(path).map_err(cannot_read)?;
     let metadata = file.metadata().map_err(cannot_read)?;
     if !metadata.is_file() {
@@ -1921,6 +1933,21 @@ mod tests {
     }
 
     #[test]
+    fn known_variables() {
+        for name in [
+            "PAIRLINK_PEERS",
+            "PAIRLINK_PEER",
+            "PAIRLINK_LISTEN",
+            "PAIRLINK_LOG_LEVEL",
+        ] {
+            assert!(is_known_env(name), "{name}");
+        }
+        for name in ["PAIRLINK_LISTN", "PAIRLINK_", "PAIRLINK_HELP", "LISTEN"] {
+            assert!(!is_known_env(name), "{name}");
+        }
+    }
+
+    #[test]
     fn cookie_is_trimmed() {
         let file = TempFile::new(b"\n\t  0123456789abcdef xyz \r\n\n", 0o600);
         let cookie = read_cookie(&file.0).unwrap();
@@ -1982,6 +2009,22 @@ mod tests {
             &["--cookie-file", std::env::temp_dir().to_str().unwrap()],
             &[],
         );
+        assert!(message.contains("not a regular file"), "{message}");
+
+        // A FIFO is refused at once: opening it would wait for a writer.
+        let fifo =
+            std::env::temp_dir().join(format!("pairlink-config-test-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {fifo:?}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let arg = fifo.to_str().unwrap().to_string();
+        std::thread::spawn(move || {
+            let _ = tx.send(run_err(&["--cookie-file", &arg], &[]));
+        });
+        let message = rx.recv_timeout(std::time::Duration::from_secs(5));
+        let _ = std::fs::remove_file(&fifo);
+        let message = message.expect("reading a FIFO as the cookie still waits after 5 s");
         assert!(message.contains("not a regular file"), "{message}");
 
         let big = vec![b'x'; COOKIE_FILE_BYTES_MAX as usize + 1];

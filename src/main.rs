@@ -25,6 +25,14 @@ fn main() -> ExitCode {
         }
     };
     log::set_max_level(config.log_level);
+    // A misspelt variable would otherwise leave its option at the default
+    // without a word (say `PAIRLINK_PEER_LIST`: a node without peers).
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("PAIRLINK_") && !config::is_known_env(&name) {
+            log::warn!("{name} is not a pairlink variable; ignored (see --help)");
+        }
+    }
     match pairlink::io::run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -587,6 +587,17 @@ fn environment_configures_the_server() {
 }
 
 #[test]
+fn a_misspelt_variable_is_named_in_the_log() {
+    let server = Server::start_with(&[], &[("PAIRLINK_MAX_CONECTIONS", "5")], ListenVia::Flag);
+    server.assert_serving();
+    let log = server.stderr();
+    assert!(
+        log.contains("PAIRLINK_MAX_CONECTIONS is not a pairlink variable; ignored"),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_flag_beats_the_environment() {
     let server = Server::start_with(
         &[
@@ -794,6 +805,13 @@ fn sigterm_drains_answers_waiting_polls_and_exits_0() {
 #[test]
 fn sigint_drains_answers_waiting_polls_and_exits_0() {
     drain_test("INT");
+}
+
+#[test]
+fn sighup_drains_too() {
+    // No configuration to reload: a hang-up (a closed terminal) drains
+    // rather than killing the node without a word.
+    drain_test("HUP");
 }
 
 #[test]

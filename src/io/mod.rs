@@ -101,7 +101,14 @@ pub fn run(config: &Config) -> std::io::Result<()> {
     // Signals first, so one that arrives during start-up drains rather
     // than killing the process halfway.
     let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+        // SIGHUP too (a closed terminal, a careless `kill -HUP`): there is
+        // no configuration to reload, and dying without a drain would give
+        // peers `node_down` and leave waiting polls unanswered.
+        async_signal::Signals::new([
+            async_signal::Signal::Term,
+            async_signal::Signal::Int,
+            async_signal::Signal::Hup,
+        ])?;
     let listener = match crate::systemd::activated_listener() {
         Some(l) => {
             log::info!("using the socket systemd passed (LISTEN_FDS); --listen is ignored");
@@ -234,6 +241,7 @@ fn signal_name(signal: Option<std::io::Result<async_signal::Signal>>) -> &'stati
     match signal {
         Some(Ok(async_signal::Signal::Term)) => "SIGTERM",
         Some(Ok(async_signal::Signal::Int)) => "SIGINT",
+        Some(Ok(async_signal::Signal::Hup)) => "SIGHUP",
         _ => "a signal",
     }
 }
