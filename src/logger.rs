@@ -1,9 +1,12 @@
 //! A small logger on stderr.
 //!
-//! Under systemd (`JOURNAL_STREAM` set) each line starts with its syslog
-//! priority, `<3>` to `<7>`, which journald reads to keep the level, and
-//! carries no timestamp (the journal adds its own). Elsewhere a line starts
-//! with a UTC timestamp and the level.
+//! When stderr is the journal's stream (`JOURNAL_STREAM` names the device
+//! and inode of stderr, as systemd sets it), each line starts with its
+//! syslog priority, `<3>` to `<7>`, which journald reads to keep the
+//! level, and carries no timestamp (the journal adds its own). Elsewhere a
+//! line starts with a UTC timestamp and the level: also when the variable
+//! was inherited by a process whose stderr goes somewhere else (a wrapper
+//! writing to a file), which systemd's documentation says to check.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
@@ -15,11 +18,26 @@ struct Logger {
 
 /// Installs the logger at `level`. Calling it twice keeps the first.
 pub fn init(level: LevelFilter) {
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = std::env::var("JOURNAL_STREAM")
+        .ok()
+        .is_some_and(|v| stderr_is(&v));
     let logger: &'static Logger = Box::leak(Box::new(Logger { journal }));
     if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
     }
+}
+
+/// Whether stderr is the file `JOURNAL_STREAM` names (`DEVICE:INODE`).
+fn stderr_is(journal_stream: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = journal_stream.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // The link in /proc leads to stderr's file, socket or pipe.
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
 /// The syslog priority of a level.
@@ -94,6 +112,17 @@ mod tests {
         assert_eq!(format_utc(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_utc(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(format_utc(1_795_737_599, 999), "2026-11-26T23:59:59.999Z");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr() {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata("/proc/self/fd/2").unwrap();
+        assert!(stderr_is(&format!("{}:{}", m.dev(), m.ino())));
+        assert!(!stderr_is(&format!("{}:{}", m.dev(), m.ino() + 1)));
+        for bad in ["1:2", "", "x:y", "12", ":"] {
+            assert!(!stderr_is(bad), "{bad:?}");
+        }
     }
 
     #[test]
