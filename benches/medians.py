@@ -72,7 +72,12 @@ def main(path):
         cells = []
         for key, name in cols:
             vals = [r[key] for r in rs if key in r]
-            if vals:
+            if not vals:
+                continue
+            if key.startswith("errors"):
+                # A median would hide one bad repetition: show the worst.
+                cells.append(f"{name} (max) {max(vals):,.0f}")
+            else:
                 cells.append(f"{name} {statistics.median(vals):,.1f}")
         print(f"{label} (n={len(rs)}): " + ", ".join(cells))
 

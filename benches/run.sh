@@ -53,8 +53,12 @@ run() {
 taskset -c 0 "$bin" --listen 127.0.0.1:18280 --max-connections 20000 2>/dev/null &
 p1=$!; pids+=("$p1"); wait_healthz 18280
 sleep 0.5
+# RSS, and PSS (shared pages divided among the processes that share them:
+# the fair sum for nginx's master and its forked worker, whose VmRSS both
+# count the pages they share).
 rss_rest="$(awk '/VmRSS/ {print $2}' /proc/$p1/status)"
-echo "{\"label\":\"pairlink rss_at_rest_kib\",\"result\":{\"rss_kib\":$rss_rest}}" >>"$out"
+pss_rest="$(awk '/^Pss:/ {print $2}' /proc/$p1/smaps_rollup)"
+echo "{\"label\":\"pairlink rss_at_rest_kib\",\"result\":{\"rss_kib\":$rss_rest,\"pss_kib\":$pss_rest}}" >>"$out"
 u=(--url http://127.0.0.1:18280 --pid "$p1")
 
 # --- pairlink, two nodes: side a on one, side b on the other ----------------
@@ -77,7 +81,8 @@ eval "$(NCHAN_TASKSET="taskset -c 0" benches/nchan/start.sh 18290)"
 n=(--target nchan --url http://127.0.0.1:18290 --pid "$NCHAN_MASTER_PID" --pid "$NCHAN_WORKER_PID")
 sleep 0.5
 rss_rest="$(awk '/VmRSS/ {s+=$2} END {print s}' /proc/$NCHAN_MASTER_PID/status /proc/$NCHAN_WORKER_PID/status)"
-echo "{\"label\":\"nchan rss_at_rest_kib\",\"result\":{\"rss_kib\":$rss_rest}}" >>"$out"
+pss_rest="$(awk '/^Pss:/ {s+=$2} END {print s}' /proc/$NCHAN_MASTER_PID/smaps_rollup /proc/$NCHAN_WORKER_PID/smaps_rollup)"
+echo "{\"label\":\"nchan rss_at_rest_kib\",\"result\":{\"rss_kib\":$rss_rest,\"pss_kib\":$pss_rest}}" >>"$out"
 
 for i in $(seq 1 "$reps"); do
   for p in 8 64 512; do

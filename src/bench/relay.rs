@@ -36,6 +36,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 const SEND_QUEUE_MAX: usize = 4;
 
 /// State shared by every task of the run.
+/// A pair that delivered nothing for this long at the end of the window
+/// (or a tenth of the window, if longer) counts as stalled: at 512 pairs a
+/// round trip takes tens of milliseconds.
+const STALL_MIN: Duration = Duration::from_secs(1);
+/// The error a stalled pair counts as.
+const STALLED_PAIR: &str = "stalled_pair";
+
 struct Run {
     proto: Proto,
     epoch: Instant,
@@ -49,6 +56,10 @@ struct Run {
     messages: Cell<u64>,
     hist: RefCell<Hist>,
     errors: RefCell<Errors>,
+    /// When each running pair last delivered a message: a pair whose
+    /// ping-pong stopped (a message accepted and never delivered) would
+    /// otherwise just fall silent, and the run would look clean.
+    last_delivery: RefCell<Vec<Rc<Cell<Option<Instant>>>>>,
 }
 
 impl Run {
@@ -161,6 +172,7 @@ pub async fn run(ex: Rc<LocalExecutor>, args: Args) -> Outcome {
         messages: Cell::new(0),
         hist: RefCell::new(Hist::new()),
         errors: RefCell::new(Errors::default()),
+        last_delivery: RefCell::default(),
     });
     let sessions: Rc<RefCell<Vec<(Url, Session)>>> = Rc::default();
     let (permit_tx, permit_rx) = async_channel::bounded(SETUP_CONCURRENCY);
@@ -217,6 +229,13 @@ pub async fn run(ex: Rc<LocalExecutor>, args: Args) -> Outcome {
         Timer::at(started + args.duration).await;
         run.measuring.set(false);
         messages_window = started.elapsed();
+        // A pair silent for the last STALL_MIN (or a tenth of the window,
+        // if longer) has stopped: say so, as an error.
+        let silent_since = Instant::now() - STALL_MIN.max(messages_window / 10);
+        let stalled = count_stalled(&run.last_delivery.borrow(), silent_since);
+        run.errors
+            .borrow_mut()
+            .add_count(STALLED_PAIR, stalled as u64);
         cpu = meter.stop();
         own_cpu = own.stop();
     }
@@ -312,13 +331,15 @@ async fn pair_task(
     let to_a = Rc::new(SendQueue::default());
     let to_b = Rc::new(SendQueue::default());
     let expected = Rc::new(Cell::new(0u64));
+    let last = Rc::new(Cell::new(None));
+    run.last_delivery.borrow_mut().push(last.clone());
     to_a.try_send(0);
     let loops = vec![
         ex.spawn(poll_loop(
             run.clone(),
             poll_a,
             a.clone(),
-            expected.clone(),
+            (expected.clone(), last.clone()),
             to_a.clone(),
         )),
         ex.spawn(send_loop(run.clone(), send_a, a, to_a)),
@@ -326,7 +347,7 @@ async fn pair_task(
             run.clone(),
             poll_b,
             b.clone(),
-            expected,
+            (expected, last),
             to_b.clone(),
         )),
         ex.spawn(send_loop(run, send_b, b, to_b)),
@@ -336,13 +357,22 @@ async fn pair_task(
     }
 }
 
+/// Pairs whose last delivery is before `silent_since`, or that delivered
+/// nothing at all.
+fn count_stalled(last_delivery: &[Rc<Cell<Option<Instant>>>], silent_since: Instant) -> usize {
+    last_delivery
+        .iter()
+        .filter(|last| last.get().is_none_or(|at| at < silent_since))
+        .count()
+}
+
 /// Keeps a poll waiting; each message read is counted and answered
 /// through the side's send queue.
 async fn poll_loop(
     run: Rc<Run>,
     mut client: Client,
     mut s: Session,
-    expected: Rc<Cell<u64>>,
+    (expected, last): (Rc<Cell<u64>>, Rc<Cell<Option<Instant>>>),
     reply: Rc<SendQueue>,
 ) {
     let mut events = Events::new();
@@ -374,6 +404,7 @@ async fn poll_loop(
                 run.error_named("out_of_order");
             }
             expected.set(n + 1);
+            last.set(Some(now));
             run.received(now, sent_ns);
             if !run.stopped.get() && !reply.try_send(n + 1) {
                 run.error_named("send_queue_full");
@@ -419,6 +450,19 @@ async fn send_loop(run: Rc<Run>, mut client: Client, s: Session, queue: Rc<SendQ
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_silent_at_the_end_are_stalled() {
+        let now = Instant::now();
+        let cell = |at: Option<Instant>| Rc::new(Cell::new(at));
+        let lasts = [
+            cell(Some(now)),
+            cell(Some(now - Duration::from_secs(3))),
+            cell(None),
+            cell(Some(now - Duration::from_millis(500))),
+        ];
+        assert_eq!(count_stalled(&lasts, now - Duration::from_secs(1)), 2);
+    }
 
     #[test]
     fn payload_round_trip() {
