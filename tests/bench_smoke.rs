@@ -229,19 +229,10 @@ fn start_two_nodes() -> (Server, Server) {
     for _ in 0..START_TRIES_MAX {
         let dir = common::scratch_directory();
         let cookie = dir.join("cookie");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&cookie)
-                .expect("create cookie file");
-            f.write_all(format!("bench-smoke-cookie-{}\n", std::process::id()).as_bytes())
-                .expect("write cookie");
-        }
+        common::write_cookie(
+            &cookie,
+            &format!("bench-smoke-cookie-{}\n", std::process::id()),
+        );
         let cookie = cookie.to_string_lossy().into_owned();
         let ports = common::free_ports(4);
         let node_args = |me: usize, other: usize| -> Vec<String> {

@@ -115,18 +115,6 @@ struct Cluster {
     dir: PathBuf,
 }
 
-fn write_cookie(path: &std::path::Path, content: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .expect("create cookie file");
-    f.write_all(content.as_bytes()).expect("write cookie");
-}
-
 impl Cluster {
     /// Starts `n` nodes with these options and waits until every node sees
     /// every peer `up`.

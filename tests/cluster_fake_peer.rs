@@ -15,7 +15,6 @@ use pairlink::cluster::handshake::Role;
 use pairlink::proto::ids::{parse_node_name, parse_pair, Side};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bound on every wait for the node.
@@ -154,22 +153,8 @@ fn raw(frame: &Frame) -> Vec<u8> {
 }
 
 fn start_n2() -> (Server, SocketAddr) {
-    static STARTED: AtomicUsize = AtomicUsize::new(0);
-    let n = STARTED.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("pairlink-fake-peer-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cookie = dir.join("cookie");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&cookie)
-            .unwrap();
-        f.write_all(COOKIE.as_bytes()).unwrap();
-    }
+    let cookie = scratch_directory().join("cookie");
+    write_cookie(&cookie, COOKIE);
     let cluster_port = free_port();
     let nobody = free_port();
     let server = Server::start(&[

@@ -122,6 +122,11 @@ impl Server {
         let child = base_command(&all_args, &all_env, &dir)
             .spawn()
             .map_err(|e| format!("spawn: {e}"))?;
+        Server::spawned(child, addr, dir)
+    }
+
+    /// A server just spawned as `child`, once it answers `/healthz`.
+    fn spawned(child: Child, addr: SocketAddr, dir: PathBuf) -> Result<Server, String> {
         Server {
             child,
             addr,
@@ -1276,13 +1281,7 @@ impl Server {
         let child = base_command(&all_args, &[], &dir)
             .spawn()
             .map_err(|e| format!("spawn: {e}"))?;
-        Server {
-            child,
-            addr,
-            dir,
-            exit: None,
-        }
-        .wait_healthy()
+        Server::spawned(child, addr, dir)
     }
 
     /// Starts a server whose open-file limit, soft and hard, is `limit`
@@ -1300,14 +1299,8 @@ impl Server {
             .args(args);
         hermetic(&mut cmd, &[], &dir);
         let child = cmd.spawn().expect("spawn bash");
-        Server {
-            child,
-            addr,
-            dir,
-            exit: None,
-        }
-        .wait_healthy()
-        .unwrap_or_else(|e| panic!("server with {limit} open files: {e}"))
+        Server::spawned(child, addr, dir)
+            .unwrap_or_else(|e| panic!("server with {limit} open files: {e}"))
     }
 
     /// True while the process has not exited (a stopped process is running).
@@ -1349,4 +1342,18 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// A fresh scratch directory (the caller removes it).
 pub fn scratch_directory() -> PathBuf {
     scratch_dir()
+}
+
+/// Writes a cluster cookie file of mode 0600 (the server warns about
+/// looser ones).
+pub fn write_cookie(path: &std::path::Path, content: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create cookie file");
+    f.write_all(content.as_bytes()).expect("write cookie");
 }
