@@ -29,9 +29,16 @@ use crate::limits::{NODE_NAME_BYTES_MAX, POLL_TIMEOUT_MS_MAX};
 pub const MAX_CONNECTIONS_MAX: u64 = 1_000_000;
 /// Largest accepted `--max-sessions`; it keeps slab keys far below `u32::MAX`.
 pub const MAX_SESSIONS_MAX: u64 = 10_000_000;
-/// Largest accepted `--max-message-bytes` (16 MiB). Long polling relays
-/// small messages; a larger body is better sent some other way.
-pub const MAX_MESSAGE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Largest accepted `--max-message-bytes` (4 MiB). Long polling relays
+/// small messages; a larger body is better sent some other way. It also
+/// keeps any one message, JSON-escaped (up to 6 times longer), within one
+/// `ForwardReply` frame, so a poll through another node always gets it.
+pub const MAX_MESSAGE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+const _: () = assert!(
+    MAX_MESSAGE_BYTES_MAX as usize * crate::proto::json::ESCAPED_BYTES_PER_BYTE_MAX + 4096
+        <= crate::cluster::frame::FORWARD_REPLY_BODY_BYTES_MAX
+);
 /// Largest accepted `--max-session-buffer` (1 TiB): a sanity cap that keeps
 /// sums of buffer sizes far from overflowing.
 pub const MAX_SESSION_BUFFER_MAX: u64 = 1 << 40;

@@ -815,6 +815,20 @@ fn sighup_drains_too() {
 }
 
 #[test]
+fn sighup_ignored_at_start_stays_ignored() {
+    // `nohup` starts a program with SIGHUP ignored: it asked the node to
+    // outlive the terminal, so a hang-up must not drain it.
+    let mut server = Server::start_after_shell("trap '' HUP", &[]);
+    server.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.is_running(),
+        "SIGHUP ended a node started with it ignored"
+    );
+    server.assert_serving();
+}
+
+#[test]
 fn sigterm_with_nothing_going_on_exits_0_quickly() {
     let mut server = Server::start(&[]);
     let t = Instant::now();

@@ -12,7 +12,7 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// excluded). A `Hello` is well under it.
 pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 256;
 /// Largest frame accepted from an authenticated peer. A frame carries at
-/// most one message (<= 16 MiB by `--max-message-bytes`' cap) or one poll
+/// most one message (<= 4 MiB by `--max-message-bytes`' cap) or one poll
 /// answer; a longer length prefix closes the connection before anything is
 /// allocated.
 pub const FRAME_BYTES_MAX: usize = 32 << 20;

@@ -9,7 +9,10 @@
 //! connection whose buffer would take the node past the budget gets
 //! `503 overloaded` and is closed; a waiting poll's connection stops
 //! reading pipelined bytes instead. A chunked body's decoded copy is not
-//! counted: it is never larger than the raw bytes that are.
+//! counted: it is never larger than the raw bytes that are. Charges are
+//! by buffer capacity, which growth by doubling can make up to twice the
+//! bytes held, so the budget holds at least two of the largest raw
+//! requests (more of the usual ones) at once.
 
 use std::cell::Cell;
 
@@ -19,7 +22,8 @@ pub const FREE_BYTES: usize = 4 * 1024;
 /// The least budget a node has, whatever `--max-message-bytes`.
 pub const BUDGET_BYTES_MIN: usize = 32 << 20;
 
-/// How many of the largest possible requests the budget holds at least.
+/// How many of the largest possible requests the budget is sized for
+/// (capacities, not bytes: see the module's notes).
 pub const LARGEST_REQUESTS_MIN: usize = 4;
 
 /// Bytes charged by all connections, against a maximum.

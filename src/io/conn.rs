@@ -21,6 +21,11 @@ use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
+/// How often a waiting poll that is not reading its socket (a full
+/// pipeline, or the node over its read budget) looks whether the client
+/// has gone, and whether it may read again.
+const HANG_UP_CHECK: Duration = Duration::from_millis(250);
+
 /// Longest a response may take to be written before the client is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest, and most bytes, a closing connection is read and discarded so
@@ -270,6 +275,7 @@ impl Conn {
         enum Woke {
             Answer(Option<Answer>),
             Read(io::Result<usize>),
+            Recheck,
         }
         loop {
             // Over the budget, pipelined bytes wait in the socket.
@@ -280,22 +286,36 @@ impl Conn {
                 if watch {
                     Woke::Read(fill(stream, buf).await)
                 } else {
-                    future::pending().await
+                    // Not reading on: look again a little later whether
+                    // the client is still there and the budget has room.
+                    Timer::after(HANG_UP_CHECK).await;
+                    Woke::Recheck
                 }
             })
             .await;
-            match woke {
+            let gone = match woke {
                 Woke::Answer(Some(answer)) => return Some(api::reply_response(answer)),
                 Woke::Answer(None) => {
                     return Some(Response::error(500, "internal", "the poll was dropped"))
                 }
-                Woke::Read(Ok(n)) if n > 0 => continue,
-                Woke::Read(_) => {
-                    if let Some(key) = cancel {
-                        self.shared.cancel(key);
-                    }
-                    return None;
+                Woke::Read(Ok(n)) => n == 0,
+                Woke::Read(Err(_)) => true,
+                // The loop heard the client close (unread bytes may still
+                // be queued before the end), or a peek, which takes nothing,
+                // finds the end or an error.
+                Woke::Recheck => {
+                    self.stream.hung_up()
+                        || match self.stream.get_ref().peek(&mut [0u8; 1]) {
+                            Ok(n) => n == 0,
+                            Err(e) => !is_retry(&e),
+                        }
                 }
+            };
+            if gone {
+                if let Some(key) = cancel {
+                    self.shared.cancel(key);
+                }
+                return None;
             }
         }
     }
@@ -642,5 +662,83 @@ mod tests {
             "charged {used_while_open}"
         );
         assert_eq!(used_after, 0, "given back when the connections ended");
+    }
+
+    /// A waiting poll that stops reading its socket (the node over its
+    /// read budget) still notices its client leave, and cancels the poll.
+    #[test]
+    fn a_poll_not_reading_still_sees_its_client_leave() {
+        use crate::config::{parse, Parsed};
+        use crate::io::rt::{block_on, LocalExecutor};
+        use std::io::Write;
+        use std::net::TcpListener;
+        let Ok(Parsed::Run(config)) = parse(std::iter::empty(), |_| None) else {
+            panic!("the default configuration");
+        };
+        let shared = super::super::new_shared(&config).unwrap();
+        shared.read_budget.set_max(0); // any buffer past the free part is over
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let client_side = std::thread::spawn(move || {
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            client
+                .write_all(
+                    b"POST /v1/pairs/hang/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                )
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"}") {
+                let n = client.read(&mut buf).unwrap();
+                assert!(n > 0, "closed before the join's answer");
+                got.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8(got).unwrap();
+            let token = text
+                .split("\"session\":\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let poll = format!(
+                "GET /v1/pairs/hang/a/events?timeout_ms=60000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            );
+            client.write_all(poll.as_bytes()).unwrap();
+            // More than the free part of a buffer, pipelined behind it.
+            client.write_all(&[b'X'; 20_000]).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            // The client goes away.
+        });
+        let ex = Rc::new(LocalExecutor::new());
+        let (was_waiting, gone_after) = block_on(ex.run(async {
+            shared.metrics(|m| m.connections_open += 1); // as the listener does
+            let _task = ex.spawn(serve(shared.clone(), Io::new(server).unwrap()));
+            let waiting = |n: &str| {
+                shared
+                    .status_line()
+                    .contains(&format!(", {n} polls waiting"))
+            };
+            let mut was_waiting = false;
+            let started = std::time::Instant::now();
+            // Bounded: 60 looks, 100 ms apart.
+            for _ in 0..60 {
+                Timer::after(Duration::from_millis(100)).await;
+                was_waiting |= waiting("1");
+                if was_waiting && waiting("0") {
+                    return (true, Some(started.elapsed()));
+                }
+            }
+            (was_waiting, None)
+        }))
+        .unwrap();
+        client_side.join().unwrap();
+        assert!(was_waiting, "the poll never waited");
+        let gone_after =
+            gone_after.expect("the poll of a client that left was still waiting after 6 s");
+        assert!(gone_after < Duration::from_secs(3), "{gone_after:?}");
     }
 }

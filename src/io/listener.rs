@@ -14,6 +14,9 @@ use std::time::Duration;
 /// file table does not turn the loop into a busy spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// Connections accepted (or refused) in a row before other tasks run.
+const ACCEPTS_PER_TURN: u32 = 32;
+
 /// Accept failures logged at most once per this long (with a count of
 /// the others), so a full file table does not flood the log.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -26,7 +29,14 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
     // it that client would wait in the backlog unanswered.
     let mut spare = open_spare();
     let mut failures = RateLimited::default();
+    let mut accepted_in_a_row: u32 = 0;
     loop {
+        // A flood of connects (or of refusals) must not hold the thread:
+        // every other task runs between each batch.
+        accepted_in_a_row = accepted_in_a_row.wrapping_add(1);
+        if accepted_in_a_row % ACCEPTS_PER_TURN == 0 {
+            super::rt::yield_now().await;
+        }
         // Accepting on the std listener keeps a refused socket out of the
         // reactor: it is answered and closed without ever being registered.
         let accepted = listener.read_with(|l| l.accept()).await;
@@ -34,6 +44,9 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
             Ok((stream, _)) => stream,
             Err(e) => {
                 let out_of_files = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
+                if spare.is_none() {
+                    spare = open_spare(); // lost to an earlier shortage
+                }
                 let mut answered = false;
                 if out_of_files && spare.take().is_some() {
                     if let Ok((stream, _)) = listener.get_ref().accept() {

@@ -100,15 +100,15 @@ fn check_open_files(config: &Config) {
 pub fn run(config: &Config) -> std::io::Result<()> {
     // Signals first, so one that arrives during start-up drains rather
     // than killing the process halfway.
-    let mut signals =
-        // SIGHUP too (a closed terminal, a careless `kill -HUP`): there is
-        // no configuration to reload, and dying without a drain would give
-        // peers `node_down` and leave waiting polls unanswered.
-        async_signal::Signals::new([
-            async_signal::Signal::Term,
-            async_signal::Signal::Int,
-            async_signal::Signal::Hup,
-        ])?;
+    // SIGHUP too (a closed terminal, a careless `kill -HUP`): there is no
+    // configuration to reload, and dying without a drain would give peers
+    // `node_down` and leave waiting polls unanswered. Unless it came
+    // ignored (`nohup`): whoever started the node asked for it to live on.
+    let mut wanted = vec![async_signal::Signal::Term, async_signal::Signal::Int];
+    if !sighup_ignored() {
+        wanted.push(async_signal::Signal::Hup);
+    }
+    let mut signals = async_signal::Signals::new(wanted)?;
     let listener = match crate::systemd::activated_listener() {
         Some(l) => {
             log::info!("using the socket systemd passed (LISTEN_FDS); --listen is ignored");
@@ -235,6 +235,18 @@ fn peer_list(config: &Config) -> String {
     } else {
         names.join(", ")
     }
+}
+
+/// Whether this process started with SIGHUP ignored (`nohup`), read
+/// from the `SigIgn` mask of `/proc/self/status` (bit 0 is signal 1).
+fn sighup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigIgn:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & 1 != 0)
+    })
 }
 
 fn signal_name(signal: Option<std::io::Result<async_signal::Signal>>) -> &'static str {

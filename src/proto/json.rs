@@ -7,6 +7,10 @@
 
 use super::swar;
 
+/// The most bytes [`write_str`] writes for one byte of its input: a
+/// control character becomes `\u00XX`.
+pub const ESCAPED_BYTES_PER_BYTE_MAX: usize = 6;
+
 /// Appends `s` as a quoted JSON string.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);

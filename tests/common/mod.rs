@@ -1287,20 +1287,25 @@ impl Server {
     /// Starts a server whose open-file limit, soft and hard, is `limit`
     /// (set by bash's `ulimit -n` before it execs the binary).
     pub fn start_with_open_files(limit: u32, args: &[&str]) -> Server {
+        Server::start_after_shell(&format!("ulimit -n {limit}"), args)
+    }
+
+    /// Starts a server that bash execs after running `setup` (a `ulimit`,
+    /// a `trap`), so that the server inherits what it set.
+    pub fn start_after_shell(setup: &str, args: &[&str]) -> Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let dir = scratch_dir();
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
-            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(format!("{setup} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_pairlink"))
             .arg("--listen")
             .arg(addr.to_string())
             .args(args);
         hermetic(&mut cmd, &[], &dir);
         let child = cmd.spawn().expect("spawn bash");
-        Server::spawned(child, addr, dir)
-            .unwrap_or_else(|e| panic!("server with {limit} open files: {e}"))
+        Server::spawned(child, addr, dir).unwrap_or_else(|e| panic!("server after `{setup}`: {e}"))
     }
 
     /// True while the process has not exited (a stopped process is running).

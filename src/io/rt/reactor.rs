@@ -161,6 +161,12 @@ impl Reactor {
         Poll::Pending
     }
 
+    /// Whether the peer has closed its side (or the socket failed), as the
+    /// last events said.
+    pub(super) fn hung_up(&self, key: usize) -> bool {
+        self.sources.borrow().get(key).is_none_or(|s| s.hung_up)
+    }
+
     /// The last read came back short: the socket is empty, and the next
     /// read waits for the next edge, unless urgent data may have stopped
     /// it early (then the next read finds out).

@@ -54,6 +54,13 @@ impl<T: AsFd> Io<T> {
         &self.inner
     }
 
+    /// Whether the peer has closed its side or the socket failed, as the
+    /// loop last heard (`EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`): bytes it sent
+    /// before may still be unread.
+    pub fn hung_up(&self) -> bool {
+        self.reactor.hung_up(self.key)
+    }
+
     /// Waits until the socket may be readable (it may still say
     /// `WouldBlock`; see [`Io::read_with`]).
     pub async fn readable(&self) {
