@@ -38,6 +38,7 @@ fn request<'a>(
         authorization: auth.map(str::as_bytes),
         idempotency_key: None,
         host_fields: 1,
+        host_valid: true,
         body,
     }
 }

@@ -687,8 +687,23 @@ fn host_is_required_once_in_http_1_1() {
         b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET /healthz HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
         b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        // ... and "a Host header field with an invalid field value".
+        b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a/b?c\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a@b\r\n\r\n",
     ] {
         expect_error_and_close(&server, raw, 400, "bad_request");
+    }
+    for host in [
+        "example.com:8080",
+        "[::1]:80",
+        "127.0.0.1",
+        "xn--bcher-kva.example",
+    ] {
+        let raw = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let mut c = server.conn();
+        c.send(raw.as_bytes());
+        assert_eq!(c.read_response().status, 200, "Host: {host}");
     }
     // HTTP/1.0 may leave it out; an empty one is a valid Host.
     for raw in [

@@ -910,6 +910,7 @@ impl Sim {
             authorization: authorization.as_deref(),
             idempotency_key: idempotency_key.as_deref(),
             host_fields: 1,
+            host_valid: true,
             body: &body,
         };
         let mut fresh = self.draw_secret();

@@ -180,6 +180,8 @@ pub struct Request<'a> {
     /// exactly one of an HTTP/1.1 request and at most one of any; the
     /// connection layer refuses others with 400.
     pub host_fields: u8,
+    /// Whether every `Host` value is a valid `uri-host [":" port]`.
+    pub host_valid: bool,
     /// The body: from the buffer when it came with `Content-Length`, from
     /// the [`Framed`] when it was decoded from chunks.
     pub body: &'a [u8],
@@ -187,14 +189,57 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     /// Whether the request has the `Host` field lines RFC 9112 §3.2 asks
-    /// for: exactly one in HTTP/1.1, at most one in HTTP/1.0.
+    /// for: exactly one in HTTP/1.1, at most one in HTTP/1.0, and a valid
+    /// value.
     pub fn host_ok(&self) -> bool {
-        match self.version {
-            Version::Http11 => self.host_fields == 1,
-            Version::Http10 => self.host_fields <= 1,
-        }
+        self.host_valid
+            && match self.version {
+                Version::Http11 => self.host_fields == 1,
+                Version::Http10 => self.host_fields <= 1,
+            }
     }
 }
+
+/// Whether `value` (trimmed) can be `uri-host [":" port]` (RFC 3986
+/// §3.2.2): the bytes of a reg-name, an IPv4 address or a bracketed IP
+/// literal, and a colon before the port; an empty value is valid.
+fn is_host_value(value: &[u8]) -> bool {
+    trim_ows(value).iter().all(|&b| HOST_CHARS[usize::from(b)])
+}
+
+/// The bytes [`is_host_value`] allows: unreserved, sub-delims, `%` of
+/// pct-encoded, `:` and the brackets of an IP literal.
+const HOST_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+                    | b':'
+                    | b'['
+                    | b']'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// A complete request as offsets into the buffer it was framed from; the
 /// caller reads it with [`Framed::request`] before dropping those bytes.
@@ -245,6 +290,7 @@ impl Framed {
             authorization: head.authorization.as_ref().map(bytes).transpose()?,
             idempotency_key: head.idempotency_key.as_ref().map(bytes).transpose()?,
             host_fields: head.host_fields,
+            host_valid: head.host_valid,
             body,
         })
     }
@@ -1009,6 +1055,7 @@ impl HeadScan {
             authorization,
             idempotency_key,
             host_fields,
+            host_invalid,
         } = fields;
 
         let body = if transfer_encodings > 0 {
@@ -1052,6 +1099,7 @@ impl HeadScan {
                 authorization: authorization.map(|value| offsets(buf, value)),
                 idempotency_key: idempotency_key.map(|value| offsets(buf, value)),
                 host_fields,
+                host_valid: !host_invalid,
                 // RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0.
                 expect_continue: version == Version::Http11 && expect_100 && body_expected,
             },
@@ -1077,6 +1125,8 @@ struct Fields<'b> {
     authorization: Option<&'b [u8]>,
     idempotency_key: Option<&'b [u8]>,
     host_fields: u8,
+    /// A `Host` value that is not `uri-host [":" port]`.
+    host_invalid: bool,
 }
 
 impl<'b> Fields<'b> {
@@ -1107,7 +1157,10 @@ impl<'b> Fields<'b> {
             }
             13 if is(b"authorization") => set_once(&mut self.authorization, value)?,
             15 if is(b"idempotency-key") => set_once(&mut self.idempotency_key, value)?,
-            4 if is(b"host") => self.host_fields = self.host_fields.saturating_add(1),
+            4 if is(b"host") => {
+                self.host_fields = self.host_fields.saturating_add(1);
+                self.host_invalid |= !is_host_value(value);
+            }
             _ => {}
         }
         Ok(())
@@ -1171,6 +1224,7 @@ struct Head {
     authorization: Option<Range<usize>>,
     idempotency_key: Option<Range<usize>>,
     host_fields: u8,
+    host_valid: bool,
     expect_continue: bool,
 }
 
@@ -1570,6 +1624,7 @@ mod tests {
             authorization: None,
             idempotency_key: None,
             host_fields: 0,
+            host_valid: true,
             body: b"",
         }
     }
