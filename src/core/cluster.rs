@@ -6,7 +6,7 @@
 
 use super::error::ApiError;
 use super::event::{EventKind, Reason};
-use super::node::{Node, Pending, Waiter};
+use super::node::{Held, Node, Pending, Waiter};
 use super::reply::Reply;
 use super::session::Addr;
 use super::{Millis, Started};
@@ -269,7 +269,23 @@ impl<W> Node<W> {
                 idempotency_key,
             } => {
                 let result = self.on_deliver(now, peer, from, to, data, idempotency_key);
-                self.send_frame(peer, Frame::DeliverReply { req, result });
+                match result {
+                    // Put into a session still joining: acknowledged once
+                    // its join is answered (see `Session::held`).
+                    DeliverResult::Delivered if self.joining_session(to) => {
+                        let key = self.local_session(Addr {
+                            node: 0,
+                            key: to.key,
+                            gen: to.gen,
+                        });
+                        if let Some(key) = key {
+                            self.sessions[key as usize]
+                                .held
+                                .push(Held::Remote { peer, req });
+                        }
+                    }
+                    result => self.send_frame(peer, Frame::DeliverReply { req, result }),
+                }
             }
             Frame::DeliverReply { req, result } => {
                 let sent_there = |p: &Pending<W>| match p {
@@ -531,6 +547,16 @@ impl<W> Node<W> {
         );
     }
 
+    /// Whether `to` is a session of this node whose join is not answered.
+    fn joining_session(&self, to: Handle) -> bool {
+        self.local_session(Addr {
+            node: 0,
+            key: to.key,
+            gen: to.gen,
+        })
+        .is_some_and(|key| self.sessions[key as usize].joining)
+    }
+
     /// Answers a join whose lookups are all in (or out of time).
     pub(super) fn complete_join(&mut self, req: u64) {
         let Some(Pending::Join {
@@ -564,6 +590,12 @@ impl<W> Node<W> {
         let reply = match self.local_session(Addr { node: 0, key, gen }) {
             Some(key) => {
                 self.count_lookup(key, found_remote);
+                // Its side is settled: what was put into it is delivered.
+                let session = &mut self.sessions[key as usize];
+                session.joining = false;
+                for held in std::mem::take(&mut session.held) {
+                    self.release(held, true);
+                }
                 self.join_reply(key, 201)
             }
             // It lost a conflict while its lookups were out.

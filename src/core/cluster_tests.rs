@@ -610,6 +610,132 @@ fn a_forwarded_poll_answer_fits_one_frame_and_the_rest_comes_next() {
     assert_eq!(got, vec![1, 2, 3, 4]);
 }
 
+/// Frames a node has queued, with the peer each is for, and its answers
+/// to clients.
+#[allow(clippy::type_complexity)]
+fn take_outputs(node: &mut TestNode) -> (Vec<(u16, Frame)>, Vec<(u32, Reply)>) {
+    let (mut frames, mut answers) = (Vec::new(), Vec::new());
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Send { peer, frame } => frames.push((peer, frame)),
+            Output::Answer { waiter, reply } => answers.push((waiter, reply)),
+        }
+    }
+    (frames, answers)
+}
+
+/// b on n1 sends to a on n2 while a's join is still out: a has n1's
+/// lookup reply (so it is linked to b) but not that of n3, a third node
+/// that is up and silent. Returns n1, n2 and n2's frames after the
+/// `Deliver` (n3's frames are dropped).
+fn send_into_a_joining_session() -> (TestNode, TestNode, Vec<(u16, Frame)>) {
+    let mut n1 = node("n1", "n2");
+    let mut n2 = node_with("n2", "n1", |c| {
+        c.peers.push(parse_node_name("n3").unwrap());
+    });
+    n1.peer_up(0, 1);
+    n2.peer_up(0, 1);
+    n2.peer_up(0, 2);
+    // b joins on n1 (its lookup to n2 finds nothing).
+    assert!(matches!(
+        n1.join(0, 0, &pair("p"), Side::B, None, [1; 16], || 1),
+        Started::Waiting(_)
+    ));
+    for (_, f) in take_outputs(&mut n1).0 {
+        n2.handle_frame(0, 1, f);
+    }
+    for (_, f) in take_outputs(&mut n2).0 {
+        n1.handle_frame(0, 1, f);
+    }
+    let (_, answers) = take_outputs(&mut n1);
+    let b = token_in(&answers[0].1);
+    // a joins on n2: n1 links b to it at the lookup and replies; n3 is
+    // silent, so a's join stays out.
+    assert!(matches!(
+        n2.join(2, 2, &pair("p"), Side::A, None, [7; 16], || 2),
+        Started::Waiting(_)
+    ));
+    for (peer, f) in take_outputs(&mut n2).0 {
+        if peer == 1 {
+            n1.handle_frame(2, 1, f);
+        }
+    }
+    for (_, f) in take_outputs(&mut n1).0 {
+        n2.handle_frame(2, 1, f);
+    }
+    let (_, answers) = take_outputs(&mut n2);
+    assert!(answers.is_empty(), "a's join answered early: {answers:?}");
+    // b, told peer_online, sends.
+    let body = poll_now(&mut n1, "p", Side::B, &b, 0);
+    assert!(body.contains("peer_online"), "{body}");
+    let started = n1.send(3, &pair("p"), Side::B, &b, None, "early".into(), || 3);
+    assert!(matches!(started, Started::Waiting(_)));
+    for (_, f) in take_outputs(&mut n1).0 {
+        n2.handle_frame(3, 1, f);
+    }
+    let (frames, _) = take_outputs(&mut n2);
+    (n1, n2, frames)
+}
+
+/// n1's answers to its clients after it reads `frames` (those for n1).
+fn answers_after(n1: &mut TestNode, frames: Vec<(u16, Frame)>) -> Vec<(u32, Reply)> {
+    for (peer, f) in frames {
+        if peer == 1 {
+            n1.handle_frame(5, 1, f);
+        }
+    }
+    take_outputs(n1).1
+}
+
+#[test]
+fn a_message_into_a_joining_session_is_acknowledged_when_its_join_is() {
+    use crate::cluster::frame::DeliverResult;
+    let (mut n1, mut n2, frames) = send_into_a_joining_session();
+    assert!(
+        !frames
+            .iter()
+            .any(|(_, f)| matches!(f, Frame::DeliverReply { .. })),
+        "acknowledged before the join was answered: {frames:?}"
+    );
+    // n3 never answers: at the lookup deadline the join is answered, then
+    // the message.
+    let at = n2.next_deadline().expect("the join's deadline");
+    n2.handle_timeout(at);
+    let (frames, answers) = take_outputs(&mut n2);
+    assert!(
+        answers.iter().any(|(w, r)| *w == 2 && r.status == 201),
+        "{answers:?}"
+    );
+    assert!(frames.iter().any(|(_, f)| matches!(
+        f,
+        Frame::DeliverReply {
+            result: DeliverResult::Delivered,
+            ..
+        }
+    )));
+    let answers = answers_after(&mut n1, frames);
+    let send = answers
+        .iter()
+        .find(|(w, _)| *w == 3)
+        .expect("the send's answer");
+    assert_eq!(send.1.status, 202);
+}
+
+#[test]
+fn a_message_into_a_session_that_ends_while_joining_is_not_acknowledged() {
+    let (mut n1, mut n2, _) = send_into_a_joining_session();
+    // n2 drains before a's join is answered: a ends, and nobody read the
+    // message. (Losing its side to a better claim ends it the same way.)
+    n2.drain(4);
+    let (frames, _) = take_outputs(&mut n2);
+    let answers = answers_after(&mut n1, frames);
+    let send = answers
+        .iter()
+        .find(|(w, _)| *w == 3)
+        .expect("the send's answer");
+    assert_eq!(send.1.status, 409, "not 202: the message was never read");
+}
+
 /// Every link on `node` between two of its own sessions goes both ways.
 fn assert_local_links_symmetric(node: &TestNode) {
     let views: Vec<_> = node.inspect().map(|v| (v.addr, v.peer)).collect();

@@ -19,7 +19,9 @@ use super::reply::{join_body, Reply};
 use super::session::{Addr, Session, WaitingPoll};
 use super::timers::Timers;
 use super::Millis;
-use crate::cluster::frame::{Claim, ForwardOp, Frame, Handle, FORWARD_REPLY_BODY_BYTES_MAX};
+use crate::cluster::frame::{
+    Claim, DeliverResult, ForwardOp, Frame, Handle, FORWARD_REPLY_BODY_BYTES_MAX,
+};
 use crate::limits::{
     FORWARD_SLACK_MS, LATE_LOOKUP_MS, POLL_TIMEOUT_MS_MAX, SECRET_BYTES, SESSION_EVENTS_MAX,
     TOTAL_EVENT_BYTES,
@@ -139,6 +141,23 @@ pub struct SessionView<'a> {
     pub last_seq: u64,
     /// Whether a poll waits.
     pub polling: bool,
+}
+
+/// The acknowledgement of a message put into a session still joining,
+/// held until its join is answered (see [`Session::held`]).
+#[derive(Debug)]
+pub(crate) enum Held<W> {
+    /// A send from a session of this node: its client's answer, and the
+    /// sender's idempotency key, remembered at once (a retry while this is
+    /// held is a repeat) and forgotten if the message is never read.
+    Local {
+        waiter: W,
+        sender: u32,
+        sender_gen: u64,
+        idempotency_key: Option<Box<[u8]>>,
+    },
+    /// A `Deliver` from another node: its `DeliverReply`.
+    Remote { peer: u16, req: u64 },
 }
 
 /// Who waits for an answer: a client on this node, or a request forwarded
@@ -459,6 +478,7 @@ impl<W> Node<W> {
         // Ask every up node at once; the answer waits for all of them or
         // the deadline.
         let req = self.send_lookups(&up, key, gen, hlc, pair, side);
+        self.sessions[key as usize].joining = true;
         let deadline = now.saturating_add(self.config.lookup_timeout_ms);
         let waiter = make_waiter();
         self.put_pending(
@@ -687,6 +707,16 @@ impl<W> Node<W> {
         }
         if let Some(k) = idempotency_key {
             self.sessions[key as usize].remember_key(k);
+        }
+        if self.sessions[peer_key as usize].joining {
+            let held = Held::Local {
+                waiter: make_waiter(),
+                sender: key,
+                sender_gen: self.sessions[key as usize].gen,
+                idempotency_key: idempotency_key.map(Box::from),
+            };
+            self.sessions[peer_key as usize].held.push(held);
+            return Started::Waiting(None);
         }
         Started::Done(Reply::accepted())
     }
@@ -1116,6 +1146,41 @@ impl<W> Node<W> {
     }
 
     /// Hands a reply to whoever waits for it.
+    /// Sends a held acknowledgement: delivered (the join was answered), or
+    /// `peer_offline` (the session ended first).
+    pub(super) fn release(&mut self, held: Held<Waiter<W>>, delivered: bool) {
+        match held {
+            Held::Local {
+                waiter,
+                sender,
+                sender_gen,
+                idempotency_key,
+            } => {
+                let reply = if delivered {
+                    Reply::accepted()
+                } else {
+                    if let (Some(k), Some(s)) =
+                        (idempotency_key, self.sessions.get_mut(sender as usize))
+                    {
+                        if s.gen == sender_gen {
+                            s.forget_key(&k);
+                        }
+                    }
+                    ApiError::PeerOffline.into()
+                };
+                self.answer(waiter, reply);
+            }
+            Held::Remote { peer, req } => {
+                let result = if delivered {
+                    DeliverResult::Delivered
+                } else {
+                    DeliverResult::PeerOffline
+                };
+                self.send_frame(peer, Frame::DeliverReply { req, result });
+            }
+        }
+    }
+
     pub(super) fn answer(&mut self, waiter: Waiter<W>, reply: Reply) {
         match waiter {
             Waiter::Local(waiter) => self.outputs.push_back(Output::Answer { waiter, reply }),
@@ -1159,7 +1224,10 @@ impl<W> Node<W> {
         } else {
             self.answer_poll(now, key);
         }
-        let session = self.sessions.remove(key as usize);
+        let mut session = self.sessions.remove(key as usize);
+        for held in std::mem::take(&mut session.held) {
+            self.release(held, false);
+        }
         if session.timer_at != NO_TIMER {
             self.timers.remove(session.timer_at, key);
         }

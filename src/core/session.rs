@@ -2,6 +2,7 @@
 //! idempotency keys.
 
 use super::event::{Event, EventKind};
+use super::node::Held;
 use super::Millis;
 use crate::limits::{IDEMPOTENCY_KEYS_MAX, SECRET_BYTES};
 use crate::proto::ids::{PairId, Side};
@@ -70,6 +71,14 @@ pub struct Session<W> {
     /// A link was refused for want of room for its events: once the
     /// client acknowledges some, the session looks for its peer again.
     pub link_refused: bool,
+    /// Its join is not answered yet (lookups are out): it may still lose
+    /// its side to a better claim, and end unread.
+    pub joining: bool,
+    /// Acknowledgements of the messages put into it while `joining`, held
+    /// until the join is answered (sent as delivered), or the session ends
+    /// first (sent as `peer_offline`): a message must not be acknowledged
+    /// into a session no client will ever read. At most one per message.
+    pub(crate) held: Vec<Held<W>>,
 }
 
 impl<W> Session<W> {
@@ -99,6 +108,8 @@ impl<W> Session<W> {
             idempotency_keys: VecDeque::new(),
             received_keys: VecDeque::new(),
             link_refused: false,
+            joining: false,
+            held: Vec::new(),
         }
     }
 
@@ -140,6 +151,12 @@ impl<W> Session<W> {
             self.idempotency_keys.pop_front();
         }
         self.idempotency_keys.push_back(key.into());
+    }
+
+    /// Forgets `key`: the message it named was never read, so a retry
+    /// with it must be delivered, not answered as a repeat.
+    pub fn forget_key(&mut self, key: &[u8]) {
+        self.idempotency_keys.retain(|k| **k != *key);
     }
 }
 

@@ -2337,6 +2337,28 @@ impl Sim {
                     }
                 }
             }
+            // A 202 means a client will read it: a message no client saw
+            // must not have been answered 202 into a session that ended
+            // before any client held it (a join that lost its side). (A
+            // retry answered 202 from the sender's key memory delivers
+            // nothing; the message then shows where the first attempt went.)
+            for text in m.attempts.iter().filter(|_| hits.is_empty()) {
+                let a = &self.attempts[text];
+                if a.status != Some(202) {
+                    continue;
+                }
+                if let Some(r) = a.receiver.flatten() {
+                    let orphan = self
+                        .sessions
+                        .get(&r)
+                        .is_some_and(|rec| rec.handed_at.is_none() && !rec.live);
+                    if orphan {
+                        v.push(format!(
+                            "inv4: message {text} answered 202 into {r}, which ended before any client held it"
+                        ));
+                    }
+                }
+            }
             for &(text, s, _) in &hits {
                 let want = self.attempts[text].receiver.flatten();
                 if want != Some(s) {
