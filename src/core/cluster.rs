@@ -156,7 +156,7 @@ impl<W> Node<W> {
             Pending::Deliver { peer: p, .. } if *p == peer => {
                 // It may have arrived: the outcome is unknown, so 503, not 409.
                 if let Some(Pending::Deliver { waiter, .. }) = self.take_pending(req) {
-                    self.answer(waiter, ApiError::Unavailable.into());
+                    self.answer(waiter, ApiError::PeerUnreachable.into());
                 }
             }
             Pending::Deliver {

@@ -19,6 +19,9 @@ pub enum ApiError {
     ShuttingDown,
     /// 503 `unavailable`: the session's home node cannot be reached.
     Unavailable,
+    /// 503 `unavailable` too: the peer's node stopped answering a send, so
+    /// the message may or may not be in the peer's buffer.
+    PeerUnreachable,
 }
 
 impl ApiError {
@@ -29,7 +32,10 @@ impl ApiError {
             ApiError::NoSession => 404,
             ApiError::SideTaken | ApiError::PeerOffline => 409,
             ApiError::PeerBusy => 429,
-            ApiError::Overloaded | ApiError::ShuttingDown | ApiError::Unavailable => 503,
+            ApiError::Overloaded
+            | ApiError::ShuttingDown
+            | ApiError::Unavailable
+            | ApiError::PeerUnreachable => 503,
         }
     }
 
@@ -43,7 +49,7 @@ impl ApiError {
             ApiError::PeerBusy => "peer_busy",
             ApiError::Overloaded => "overloaded",
             ApiError::ShuttingDown => "shutting_down",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::PeerUnreachable => "unavailable",
         }
     }
 
@@ -58,6 +64,27 @@ impl ApiError {
             ApiError::Overloaded => "the node is at its session limit",
             ApiError::ShuttingDown => "the node is shutting down",
             ApiError::Unavailable => "the session's home node is unreachable",
+            ApiError::PeerUnreachable => {
+                "the peer's node stopped answering; the message may or may not have \
+                 been delivered: retry with the same Idempotency-Key"
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_whose_peer_node_went_silent_says_so() {
+        let e = ApiError::PeerUnreachable;
+        assert_eq!((e.status(), e.code()), (503, "unavailable"));
+        assert!(
+            e.message().starts_with("the peer's node"),
+            "{}",
+            e.message()
+        );
+        assert!(ApiError::Unavailable.message().contains("home node"));
     }
 }

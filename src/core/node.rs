@@ -1335,7 +1335,7 @@ impl<W> Node<W> {
                         self.answer(Waiter::Local(waiter), ApiError::Unavailable.into());
                     }
                     Some(Pending::Deliver { waiter, .. }) => {
-                        self.answer(waiter, ApiError::Unavailable.into());
+                        self.answer(waiter, ApiError::PeerUnreachable.into());
                     }
                     _ => {}
                 }
