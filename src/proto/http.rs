@@ -209,37 +209,7 @@ fn is_host_value(value: &[u8]) -> bool {
 
 /// The bytes [`is_host_value`] allows: unreserved, sub-delims, `%` of
 /// pct-encoded, `:` and the brackets of an IP literal.
-const HOST_CHARS: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-                    | b':'
-                    | b'['
-                    | b']'
-            );
-        b += 1;
-    }
-    table
-};
+const HOST_CHARS: [bool; 256] = super::alnum_and(b"-._~!$&'()*+,;=%:[]");
 
 /// A complete request as offsets into the buffer it was framed from; the
 /// caller reads it with [`Framed::request`] before dropping those bytes.
@@ -558,33 +528,7 @@ pub fn is_tchar(b: u8) -> bool {
 }
 
 /// [`is_tchar`] of every byte, looked up: it runs on every method byte.
-const TCHARS: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
+const TCHARS: [bool; 256] = super::alnum_and(b"!#$%&'*+-.^_`|~");
 
 /// Visible ASCII: the request target (RFC 3986 has no room for anything
 /// else, and it keeps `Request::target` valid UTF-8).

@@ -52,16 +52,7 @@ impl Side {
 }
 
 /// The characters of pair ids and node names: `[A-Za-z0-9_-]`.
-const ID_CHARS: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
-        b += 1;
-    }
-    table
-};
+const ID_CHARS: [bool; 256] = super::alnum_and(b"_-");
 
 /// True when `s` is 1 to `max` characters of ids.
 fn is_id(s: &[u8], max: usize) -> bool {

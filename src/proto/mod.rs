@@ -18,8 +18,36 @@ pub fn cut(s: &str, sep: u8) -> Option<(&str, &str)> {
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
+/// A byte class as a lookup table: the ASCII letters and digits, and the
+/// bytes of `extra`. Built at compile time; looked up on hot paths.
+pub const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn byte_tables() {
+        let t = super::alnum_and(b"-_");
+        for b in 0..=255u8 {
+            assert_eq!(
+                t[usize::from(b)],
+                b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+            );
+        }
+    }
+
     #[test]
     fn cut_is_split_once() {
         for (s, sep) in [
