@@ -1543,7 +1543,19 @@ fn sigterm_on_a_node_ends_its_sessions_and_its_peers_get_shutdown() {
     let rb = join_at(c.node(2), "n3", "tr", "b");
     let la = join_at(c.node(1), "n2", "tl", "a");
     let lb = join_at(c.node(1), "n2", "tl", "b");
-    for (i, j) in [(0, &a), (1, &b), (1, &ra), (2, &rb), (1, &la), (1, &lb)] {
+    // Q: a on n1, b on n3; a's poll will wait at n1 through n2.
+    let qa = join_at(c.node(0), "n1", "tq", "a");
+    let qb = join_at(c.node(2), "n3", "tq", "b");
+    for (i, j) in [
+        (0, &a),
+        (1, &b),
+        (1, &ra),
+        (2, &rb),
+        (1, &la),
+        (1, &lb),
+        (0, &qa),
+        (2, &qb),
+    ] {
         expect_events(c.node(i), j, 0, &[Event::Online(1)], Duration::from_secs(3));
     }
     let mut wa = start_poll(c.node(0), &a, 1, 5000);
@@ -1552,6 +1564,8 @@ fn sigterm_on_a_node_ends_its_sessions_and_its_peers_get_shutdown() {
     let mut wlb = start_poll(c.node(1), &lb, 1, 5000);
     // b's poll waits on n2 through n3.
     let mut wb = start_poll(c.node(2), &b, 1, 5000);
+    // qa's poll waits on n1 through n2, the node about to drain.
+    let mut wqa = start_poll(c.node(1), &qa, 1, 5000);
     std::thread::sleep(Duration::from_millis(200));
 
     let t = Instant::now();
@@ -1572,6 +1586,13 @@ fn sigterm_on_a_node_ends_its_sessions_and_its_peers_get_shutdown() {
     let r = wb.read_response();
     let p = parse_poll(&r);
     assert_eq!(p.events, vec![], "b's poll through n3: {r:?}");
+    // So does a drain of the node a poll came through (API.md §3: a poll
+    // answered by a drain gets 200 with the events it has): its home
+    // answers it when the draining node cancels it.
+    let r = wqa.read_response();
+    assert_eq!(r.status, 200, "qa's poll through the draining n2: {r:?}");
+    let p = parse_poll(&r);
+    assert_eq!((p.peer.as_str(), p.events), ("online", vec![]), "{r:?}");
 
     let node = c.nodes[1].as_mut().unwrap();
     let status = node

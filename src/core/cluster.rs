@@ -375,8 +375,19 @@ impl<W> Node<W> {
                 }
             }
             Frame::Cancel { req } => {
-                if let Some(handle) = self.remote_polls.remove(&(peer, req)) {
-                    self.cancel_poll(now, handle);
+                // The poll is answered now with what it has, as a newer
+                // poll would: its client went away (the answer is then
+                // ignored) or the node it came through is draining (the
+                // answer is the 200 API.md asks of a drain).
+                if let Some(&handle) = self.remote_polls.get(&(peer, req)) {
+                    let current = self.sessions.get(handle.key as usize).is_some_and(|s| {
+                        s.gen == handle.gen && s.poll.as_ref().map(|p| p.id) == Some(handle.id)
+                    });
+                    if current {
+                        self.answer_poll(now, handle.key);
+                    } else {
+                        self.remote_polls.remove(&(peer, req));
+                    }
                 }
             }
             Frame::Hello { .. } | Frame::Proof { .. } | Frame::Ping { .. } | Frame::Pong { .. } => {

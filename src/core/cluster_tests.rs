@@ -256,7 +256,32 @@ fn a_drain_answers_clients_waiting_on_other_nodes() {
         Started::Waiting(Some(CancelKey::Forward(_)))
     ));
     pump(&mut nodes, 1);
+    // n2 drains: the poll is cancelled at its home, which answers it at
+    // once with what it has, and that answer is the client's: 200.
     nodes[1].drain(2);
+    let answers = pump(&mut nodes, 2);
+    let polled: Vec<_> = answers
+        .iter()
+        .filter(|(n, w, _)| *n == 1 && *w == 5)
+        .map(|(_, _, r)| (r.status, body(r).to_string()))
+        .collect();
+    assert_eq!(
+        polled,
+        vec![(200, r#"{"peer":"offline","events":[]}"#.to_string())]
+    );
+    assert_eq!(nodes[1].requests_pending(), 0);
+}
+
+#[test]
+fn a_drain_gives_up_on_forwarded_requests_whose_home_is_silent() {
+    let mut nodes = cluster();
+    let a = token_in(&join(&mut nodes, 0, "p", Side::A, 1));
+    nodes[1].poll(1, &pair("p"), Side::A, &a, 0, Some(60_000), || 5);
+    pump(&mut nodes, 1);
+    nodes[1].drain(2);
+    // n1 never answers (its frames are dropped); the driver gives up.
+    while nodes[1].poll_output().is_some() {}
+    nodes[1].abandon_forwards();
     let mut answered = Vec::new();
     while let Some(o) = nodes[1].poll_output() {
         if let Output::Answer { waiter, reply } = o {

@@ -816,15 +816,20 @@ impl<W> Node<W> {
             }
         }
         // Clients waiting on other nodes are answered now rather than cut
-        // off when the process exits.
+        // off when the process exits. A forwarded request is left to its
+        // home node, which answers a poll at once when it is cancelled
+        // (with the events it has, API.md §3); the driver gives up on those
+        // still out with `abandon_forwards` before it exits.
         let mut reqs: Vec<u64> = self.pending.keys().copied().collect();
         reqs.sort_unstable();
         for req in reqs {
+            if let Some(Pending::Forward { peer, .. }) = self.pending.get(&req) {
+                let peer = *peer;
+                self.send_frame(peer, Frame::Cancel { req });
+                continue;
+            }
             match self.take_pending(req) {
-                Some(Pending::Forward { waiter, peer, .. }) => {
-                    self.send_frame(peer, Frame::Cancel { req });
-                    self.answer(Waiter::Local(waiter), ApiError::ShuttingDown.into());
-                }
+                Some(Pending::Forward { .. }) => {}
                 Some(Pending::Resume { waiter, .. }) => {
                     self.answer(Waiter::Local(waiter), ApiError::ShuttingDown.into());
                 }
@@ -832,6 +837,23 @@ impl<W> Node<W> {
                     self.answer(waiter, ApiError::ShuttingDown.into());
                 }
                 Some(Pending::Resync { .. } | Pending::Late { .. }) | None => {}
+            }
+        }
+    }
+
+    /// At the end of a drain: answers the forwarded requests whose home
+    /// node has not answered yet with `503 shutting_down`.
+    pub fn abandon_forwards(&mut self) {
+        let mut reqs: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Forward { .. }))
+            .map(|(&req, _)| req)
+            .collect();
+        reqs.sort_unstable();
+        for req in reqs {
+            if let Some(Pending::Forward { waiter, .. }) = self.take_pending(req) {
+                self.answer(Waiter::Local(waiter), ApiError::ShuttingDown.into());
             }
         }
     }
@@ -1086,7 +1108,7 @@ impl<W> Node<W> {
 
     /// Answers the session's waiting poll, if any, with every unacknowledged
     /// event (a waiting poll has acknowledged all that came before it).
-    fn answer_poll(&mut self, now: Millis, key: u32) {
+    pub(super) fn answer_poll(&mut self, now: Millis, key: u32) {
         let session = &mut self.sessions[key as usize];
         let Some(poll) = session.poll.take() else {
             return;

@@ -70,6 +70,10 @@ fn new_shared(config: &Config) -> std::io::Result<Rc<Shared>> {
     Ok(Rc::new(Shared::new(api, config, cluster)))
 }
 
+/// How long the answers to abandoned forwarded requests may take to be
+/// written at the end of a drain.
+const ABANDONED_WRITE_MS: Duration = Duration::from_millis(200);
+
 /// Open files the server uses besides its HTTP connections: listeners,
 /// epoll, eventfd, async-io's poller and timer, stdio, the spare of
 /// `listener`, and two per peer (a connection and a dial being replaced).
@@ -190,6 +194,15 @@ pub fn run(config: &Config) -> std::io::Result<()> {
             && Instant::now() < deadline
         {
             Timer::after(Duration::from_millis(5)).await;
+        }
+        // Forwarded requests whose home node did not answer in time get
+        // 503 rather than a closed connection; a moment to write them.
+        if shared.requests_in_flight() > 0 {
+            shared.abandon_forwards();
+            let last = Instant::now() + ABANDONED_WRITE_MS;
+            while shared.requests_in_flight() > 0 && Instant::now() < last {
+                Timer::after(Duration::from_millis(5)).await;
+            }
         }
         drop(cluster_tasks);
         drop(timers);

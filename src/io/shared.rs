@@ -114,6 +114,14 @@ impl Shared {
         self.after_core_call(&mut api);
     }
 
+    /// At the end of a drain: forwarded requests still waiting on their
+    /// home node get `503 shutting_down`.
+    pub fn abandon_forwards(&self) {
+        let mut api = self.api.borrow_mut();
+        api.node.abandon_forwards();
+        self.after_core_call(&mut api);
+    }
+
     /// Runs `f` on the HTTP counters.
     pub fn metrics(&self, f: impl FnOnce(&mut crate::metrics::Metrics)) {
         f(&mut self.api.borrow_mut().metrics);

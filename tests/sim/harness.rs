@@ -709,6 +709,10 @@ impl Sim {
                 }
             }
             Ev::ShutdownExit { node } => {
+                // As the driver does at the end of its drain: forwarded
+                // requests still out get 503 before the process goes.
+                self.nodes[node].core.abandon_forwards();
+                self.after(node, None);
                 self.log(|| format!("n{} exits after its drain", node + 1));
                 self.crash(node);
             }
