@@ -89,6 +89,12 @@ impl<W> Node<W> {
             return;
         }
         node.up = false;
+        // Acknowledgements held for that node's `Deliver`s go nowhere now
+        // (a restarted process would take them for its own requests).
+        for (_, s) in self.sessions.iter_mut().filter(|(_, s)| !s.held.is_empty()) {
+            s.held
+                .retain(|h| !matches!(h, Held::Remote { peer: p, .. } if *p == peer));
+        }
         let linked: Vec<u32> = self
             .sessions
             .iter()

@@ -815,3 +815,84 @@ fn a_full_session_is_linked_both_ways_or_not_at_all() {
     let polled = poll_now(&mut nodes[0], "p", Side::B, &q, 0);
     assert!(polled.contains(r#""peer":"online""#), "{polled}");
 }
+
+/// A keyed retry of a send whose acknowledgement is held (the receiver's
+/// join is out) waits for the same outcome instead of being answered 202
+/// from the sender's key memory; when the receiver then loses its side,
+/// both attempts get 409 and nothing was promised. (Found by a review.)
+#[test]
+fn a_keyed_retry_of_a_held_send_waits_for_its_outcome() {
+    let mut n2 = node("n2", "n1");
+    n2.peer_up(0, 1);
+    // b joins on n2; n1 is silent, so b's join is answered at its deadline.
+    assert!(matches!(
+        n2.join(0, 0, &pair("p"), Side::B, None, [1; 16], || 1),
+        Started::Waiting(_)
+    ));
+    let at = n2.next_deadline().unwrap();
+    n2.handle_timeout(at);
+    let (_, answers) = take_outputs(&mut n2);
+    let b = token_in(&answers[0].1);
+    // a joins on n2: linked to b at once, its lookups still out.
+    assert!(matches!(
+        n2.join(2_000, 2_000, &pair("p"), Side::A, None, [7; 16], || 2),
+        Started::Waiting(_)
+    ));
+    take_outputs(&mut n2);
+    let body = poll_now(&mut n2, "p", Side::B, &b, 0);
+    assert!(body.contains("peer_online"), "{body}");
+    let first = n2.send(2_001, &pair("p"), Side::B, &b, Some(b"k"), "x".into(), || 3);
+    assert!(matches!(first, Started::Waiting(None)), "{first:?}");
+    // The client gives up on the first attempt and retries with its key.
+    let retry = n2.send(2_002, &pair("p"), Side::B, &b, Some(b"k"), "x".into(), || 4);
+    assert!(matches!(retry, Started::Waiting(None)), "{retry:?}");
+    // a loses its side to a better claim on n1 before its join is answered.
+    n2.handle_frame(
+        2_003,
+        1,
+        Frame::Lookup {
+            req: 99,
+            pair: pair("p"),
+            side: Side::A,
+            claim: Claim {
+                handle: Handle { key: 0, gen: 0 },
+                hlc: 0,
+            },
+        },
+    );
+    let (_, answers) = take_outputs(&mut n2);
+    let status = |w: u32| answers.iter().find(|(x, _)| *x == w).map(|(_, r)| r.status);
+    assert_eq!(
+        (status(3), status(4)),
+        (Some(409), Some(409)),
+        "{answers:?}"
+    );
+    // The key is forgotten: a third attempt is a new message, sent on to
+    // b's new peer (the better claim, on n1), not answered 202 from memory.
+    let third = n2.send(2_004, &pair("p"), Side::B, &b, Some(b"k"), "x".into(), || 5);
+    assert!(matches!(third, Started::Waiting(None)), "{third:?}");
+    let (frames, _) = take_outputs(&mut n2);
+    assert!(frames
+        .iter()
+        .any(|(p, f)| *p == 1 && matches!(f, Frame::Deliver { .. })));
+}
+
+/// Acknowledgements held for a node that goes down are dropped: a
+/// restarted process there would take them for its own requests.
+#[test]
+fn held_acknowledgements_for_a_node_that_goes_down_are_dropped() {
+    let (_n1, mut n2, _) = send_into_a_joining_session();
+    // n1 goes down and comes back (a restart) before a's join is answered.
+    n2.peer_down(4, 1);
+    n2.peer_up(5, 1);
+    take_outputs(&mut n2);
+    let at = n2.next_deadline().expect("the join's deadline");
+    n2.handle_timeout(at);
+    let (frames, _) = take_outputs(&mut n2);
+    assert!(
+        !frames
+            .iter()
+            .any(|(_, f)| matches!(f, Frame::DeliverReply { .. })),
+        "{frames:?}"
+    );
+}

@@ -654,6 +654,21 @@ impl<W> Node<W> {
         make_waiter: impl FnOnce() -> Waiter<W>,
     ) -> Started {
         self.touch(now, key);
+        // A retry of a send whose acknowledgement is still held (its
+        // receiver's join is out) waits for the same outcome: 202 now
+        // would promise a message that may yet go unread.
+        if let Some(k) = idempotency_key {
+            if let Some(peer_key) = self.holding(key, k) {
+                let held = Held::Local {
+                    waiter: make_waiter(),
+                    sender: key,
+                    sender_gen: self.sessions[key as usize].gen,
+                    idempotency_key: Some(Box::from(k)),
+                };
+                self.sessions[peer_key as usize].held.push(held);
+                return Started::Waiting(None);
+            }
+        }
         let session = &self.sessions[key as usize];
         if idempotency_key.is_some_and(|k| session.knows_key(k)) {
             return Started::Done(Reply::accepted());
@@ -1168,6 +1183,21 @@ impl<W> Node<W> {
     }
 
     /// Hands a reply to whoever waits for it.
+    /// The local session, still joining, that holds the acknowledgement of
+    /// a message from session `sender` sent with `key`.
+    fn holding(&self, sender: u32, key: &[u8]) -> Option<u32> {
+        let session = &self.sessions[sender as usize];
+        let peer = session.peer.filter(|p| p.node == 0)?;
+        let peer_key = self.local_session(peer)?;
+        let holder = &self.sessions[peer_key as usize];
+        let held_here = holder.joining
+            && holder.held.iter().any(|h| {
+                matches!(h, Held::Local { sender: s, sender_gen: g, idempotency_key: Some(k), .. }
+                    if *s == sender && *g == session.gen && **k == *key)
+            });
+        held_here.then_some(peer_key)
+    }
+
     /// Sends a held acknowledgement: delivered (the join was answered), or
     /// `peer_offline` (the session ended first).
     pub(super) fn release(&mut self, held: Held<Waiter<W>>, delivered: bool) {
