@@ -65,13 +65,7 @@ fn code(r: &Response) -> String {
 
 fn token_of(r: &Response) -> String {
     let body = String::from_utf8(r.body.clone()).unwrap();
-    body.split("\"session\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string()
+    crate::proto::ids::session_in_join_body(&body).to_string()
 }
 
 #[test]

@@ -68,14 +68,7 @@ fn pair(s: &str) -> PairId {
 
 fn token_in(reply: &Reply) -> Token {
     let body = std::str::from_utf8(&reply.body).unwrap();
-    let t = body
-        .split("\"session\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    Token::parse(t.as_bytes()).unwrap()
+    Token::parse(crate::proto::ids::session_in_join_body(body).as_bytes()).unwrap()
 }
 
 fn body(reply: &Reply) -> &str {

@@ -37,14 +37,7 @@ fn done(started: Started) -> (u16, String) {
 }
 
 fn token_in(body: &str) -> Token {
-    let t = body
-        .split("\"session\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    Token::parse(t.as_bytes()).unwrap()
+    Token::parse(crate::proto::ids::session_in_join_body(body).as_bytes()).unwrap()
 }
 
 /// Joins and returns (status, token, peer online).

@@ -697,13 +697,7 @@ mod tests {
                 got.extend_from_slice(&buf[..n]);
             }
             let text = String::from_utf8(got).unwrap();
-            let token = text
-                .split("\"session\":\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap();
+            let token = crate::proto::ids::session_in_join_body(&text);
             let poll = format!(
                 "GET /v1/pairs/hang/a/events?timeout_ms=60000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
             );

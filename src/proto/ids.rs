@@ -230,6 +230,16 @@ fn parse_decimal(s: &[u8], digits_max: usize) -> Option<u64> {
     Some(n)
 }
 
+/// The token text in a join's JSON body (`"session":"…"`), for tests.
+#[cfg(test)]
+pub(crate) fn session_in_join_body(body: &str) -> &str {
+    let after = body
+        .split("\"session\":\"")
+        .nth(1)
+        .expect("a session field");
+    after.split('"').next().expect("a closing quote")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
