@@ -5,7 +5,7 @@ use super::budget::{self, ReadBudget};
 use super::cluster::{ClusterState, ConnHandle};
 use super::conn::raw_request_bytes_max;
 use super::random::RandomPool;
-use super::rt::Timer;
+use super::rt::{self, Timer};
 use super::waiter::{self, Wait, Waiter};
 use crate::api::PeerState;
 use crate::api::{Api, Handled};
@@ -79,9 +79,9 @@ impl Shared {
         }
     }
 
-    /// Milliseconds since start.
+    /// Milliseconds since start, by the loop's clock ([`rt::now`]).
     pub fn now_ms(&self) -> Millis {
-        super::millis(self.start.elapsed())
+        super::millis(rt::now().saturating_duration_since(self.start))
     }
 
     /// Runs one request through the API. A waiting poll comes back with the
@@ -275,9 +275,10 @@ impl Shared {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before
+/// it), as the loop last read it ([`rt::wall_now`]).
 pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
+    rt::wall_now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, super::millis)
 }

@@ -5,7 +5,7 @@ use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::event::{eventfd, EventfdFlags, Timespec};
 use slab::Slab;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Events taken from the kernel per `epoll_wait`; more wait for the next
 /// turn, which comes at once.
@@ -71,6 +71,11 @@ pub(super) struct Reactor {
     events: RefCell<Vec<epoll::Event>>,
     /// Wakers collected during a turn, woken once no borrow is held.
     wake: RefCell<Vec<Waker>>,
+    /// The clock as last read: when the last `epoll_wait` returned, or a
+    /// later read brought bytes (see [`super::now`]).
+    now: Cell<Instant>,
+    /// The wall clock when the last `epoll_wait` returned.
+    wall: Cell<SystemTime>,
 }
 
 impl Reactor {
@@ -87,6 +92,11 @@ impl Reactor {
         })
     }
 
+    /// `f` of this thread's reactor, if it has one, without making it.
+    pub(super) fn with_current<R>(f: impl FnOnce(&Reactor) -> R) -> Option<R> {
+        REACTOR.with(|slot| slot.borrow().as_deref().map(f))
+    }
+
     fn new() -> io::Result<Reactor> {
         let epoll = epoll::create(CreateFlags::CLOEXEC)?;
         let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
@@ -99,7 +109,26 @@ impl Reactor {
             timers: RefCell::new(Timers::default()),
             events: RefCell::new(Vec::with_capacity(EVENTS_PER_WAIT_MAX)),
             wake: RefCell::new(Vec::new()),
+            now: Cell::new(Instant::now()),
+            wall: Cell::new(SystemTime::now()),
         })
+    }
+
+    /// The clock as last read (see [`super::now`]).
+    pub(super) fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    /// Reads the monotonic clock and keeps the reading.
+    pub(super) fn read_clock(&self) -> Instant {
+        let now = Instant::now();
+        self.now.set(now);
+        now
+    }
+
+    /// The wall clock when the last turn's wait returned.
+    pub(super) fn wall(&self) -> SystemTime {
+        self.wall.get()
     }
 
     pub(super) fn notifier(&self) -> Notifier {
@@ -213,12 +242,10 @@ impl Reactor {
     /// `block` is false), mark readiness, fire due timers, wake their tasks.
     /// `sleeping` is cleared as soon as the wait returns, so that tasks
     /// woken from here on do not write the eventfd.
-    pub(super) fn turn(&self, block: bool, now: Instant, sleeping: &AtomicBool) -> io::Result<()> {
+    pub(super) fn turn(&self, block: bool, sleeping: &AtomicBool) -> io::Result<()> {
         let timeout = if block {
-            self.timers
-                .borrow_mut()
-                .next_deadline()
-                .map(|at| timespec(at.saturating_duration_since(now)))
+            let next = self.timers.borrow_mut().next_deadline();
+            next.map(|at| timespec(at.saturating_duration_since(self.read_clock())))
         } else {
             Some(timespec(Duration::ZERO))
         };
@@ -266,7 +293,11 @@ impl Reactor {
             }
         }
         drop(events);
-        self.timers.borrow_mut().fire_due(Instant::now(), &mut wake);
+        // The clock is read once a turn, not by every task that asks
+        // (`super::now`): what this turn found arrived before now.
+        self.wall.set(SystemTime::now());
+        let now = self.read_clock();
+        self.timers.borrow_mut().fire_due(now, &mut wake);
         let mut woken = std::mem::take(&mut *wake);
         drop(wake);
         for w in woken.drain(..) {

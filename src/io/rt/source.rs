@@ -110,8 +110,13 @@ impl Io<TcpStream> {
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match (&self.inner).read(buf) {
             Ok(n) => {
-                if n > 0 && n < buf.len() {
-                    self.reactor.clear_after_short_read(self.key);
+                if n > 0 {
+                    // What was read arrived before now: deadlines it sets
+                    // count from at least its arrival (see `super::now`).
+                    self.reactor.read_clock();
+                    if n < buf.len() {
+                        self.reactor.clear_after_short_read(self.key);
+                    }
                 }
                 Ok(n)
             }

@@ -20,10 +20,11 @@ pub struct Timer {
 }
 
 impl Timer {
-    /// Fires `d` from now.
+    /// Fires `d` from now, as the loop last read the clock
+    /// ([`super::now`]).
     pub fn after(d: Duration) -> Timer {
         Timer {
-            at: Some(Instant::now().checked_add(d).unwrap_or_else(far_future)),
+            at: Some(super::now().checked_add(d).unwrap_or_else(far_future)),
             id: None,
             every: Some(d),
         }
@@ -50,7 +51,7 @@ impl Timer {
     /// Moves the deadline to `d` from now.
     pub fn set_after(&mut self, d: Duration) {
         self.deregister();
-        self.at = Some(Instant::now().checked_add(d).unwrap_or_else(far_future));
+        self.at = Some(super::now().checked_add(d).unwrap_or_else(far_future));
         self.every = Some(d);
     }
 
@@ -65,7 +66,7 @@ impl Timer {
 
 /// About thirty years on: a deadline past any run, without overflow.
 fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+    super::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 impl Future for Timer {
@@ -88,7 +89,7 @@ impl Future for Timer {
                 // Fired: its slot is gone already.
                 self.id = None;
                 self.at = None;
-                Poll::Ready(Instant::now())
+                Poll::Ready(super::now())
             }
             None => {
                 self.id = Some(reactor.insert_timer(at, self.every, cx.waker()));
