@@ -85,9 +85,7 @@ impl Conn {
             // Each await below is a statement of its own with few live
             // locals: that keeps the task's state, which every idle
             // connection holds, small.
-            // Boxed: the framer and the header timer live only while a
-            // request is being read, not while a poll waits.
-            let (framed, consumed) = match Box::pin(self.read_request()).await? {
+            let (framed, consumed) = match self.next_request().await? {
                 Read_::Request(framed, consumed) => (framed, consumed),
                 Read_::Closed => return Ok(()),
                 // Boxed, as the rare paths are: their state would
@@ -187,6 +185,40 @@ impl Conn {
         Ok(())
     }
 
+    /// Reads the next request. The usual one arrives whole in one read
+    /// and is framed at once; only one split across reads takes the
+    /// general path, whose framer and head timer live in a boxed future
+    /// (kept out of every connection's task, and not allocated for each
+    /// request). Until the first byte the connection may be idle for the
+    /// header timeout, then it closes without a word.
+    async fn next_request(&mut self) -> io::Result<Read_> {
+        if self.buf.is_empty() {
+            let mut idle = Timer::after(self.shared.header_timeout);
+            match self.fill_or_timeout(&mut idle).await {
+                Some(Ok(0)) | None => return Ok(Read_::Closed),
+                Some(Ok(_)) if !self.charge() => return Ok(overloaded()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        match self.frame_whole() {
+            Some(read) => Ok(read),
+            // Boxed: the framer and the header timer live only while a
+            // request is being read, not while a poll waits.
+            None => Box::pin(self.read_request()).await,
+        }
+    }
+
+    /// The request at the front of the buffer if it is all there, or the
+    /// refusal of a malformed one; `None` when more bytes are needed.
+    fn frame_whole(&self) -> Option<Read_> {
+        match Framer::new(self.shared.http_limits).advance(&self.buf) {
+            Ok(Progress::Complete { request, consumed }) => Some(Read_::Request(request, consumed)),
+            Ok(Progress::HeadComplete { .. } | Progress::NeedMore) => None,
+            Err(e) => Some(refusal(e)),
+        }
+    }
+
     /// Reads until a whole request is framed, within the header timeout
     /// (once for the head, once again for the body).
     async fn read_request(&mut self) -> io::Result<Read_> {
@@ -237,13 +269,7 @@ impl Conn {
             let read = self.fill_or_timeout(&mut timer).await;
             match read {
                 Some(Ok(0)) => return Ok(Read_::Closed),
-                Some(Ok(_)) if !self.charge() => {
-                    return Ok(Read_::Refuse(
-                        503,
-                        "overloaded",
-                        "the node holds too many partly received requests",
-                    ))
-                }
+                Some(Ok(_)) if !self.charge() => return Ok(overloaded()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None if self.buf.is_empty() && !framer.head_done() => return Ok(Read_::Closed),
@@ -471,6 +497,15 @@ pub(super) fn raw_request_bytes_max(body_bytes_max: usize) -> usize {
 
 /// Slack over the body limit for chunk-size lines and trailers.
 const RAW_SLACK_BYTES: usize = 16 * 1024;
+
+/// The refusal of a read past the node's read budget.
+fn overloaded() -> Read_ {
+    Read_::Refuse(
+        503,
+        "overloaded",
+        "the node holds too many partly received requests",
+    )
+}
 
 fn refusal(e: HttpError) -> Read_ {
     Read_::Refuse(e.status(), e.code(), e.message())
