@@ -54,6 +54,20 @@ impl Side {
 /// The characters of pair ids and node names: `[A-Za-z0-9_-]`.
 const ID_CHARS: [bool; 256] = super::alnum_and(b"_-");
 
+/// `bytes`, checked to be ASCII, as a string of at most `N` bytes: one
+/// byte a character, without the general UTF-8 check (which costs more on
+/// a short string than this whole copy). `None` when too long.
+fn ascii_string<const N: usize>(bytes: &[u8]) -> Option<heapless::String<N>> {
+    let mut out = heapless::String::new();
+    for &b in bytes {
+        if !b.is_ascii() {
+            return None;
+        }
+        out.push(char::from(b)).ok()?;
+    }
+    Some(out)
+}
+
 /// True when `s` is 1 to `max` characters of ids.
 fn is_id(s: &[u8], max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.iter().all(|&b| ID_CHARS[usize::from(b)])
@@ -157,19 +171,18 @@ pub struct Token {
 impl Token {
     /// Parses the text form; `None` when it is not of this server's format.
     pub fn parse(s: &[u8]) -> Option<Token> {
-        // Three dots by position; a fourth would be in the secret, which
-        // base64url decoding refuses.
-        let (node, s) = split_dot(s)?;
-        let (key, s) = split_dot(s)?;
-        let (gen, secret) = split_dot(s)?;
-        // Checked as id characters first: ASCII, so the UTF-8 check after
-        // it cannot fail and costs little.
+        // The secret is the last SECRET_CHARS bytes, after the third dot
+        // (base64url has no dot); the first two dots split the rest, and a
+        // third there would be in the generation, which is only digits.
+        let (rest, secret) = s.split_at_checked(s.len().checked_sub(SECRET_CHARS)?)?;
+        let rest = rest.strip_suffix(b".")?;
+        let (node, rest) = split_dot(rest)?;
+        let (key, gen) = split_dot(rest)?;
         if !is_id(node, NODE_NAME_BYTES_MAX) {
             return None;
         }
-        let node = NodeName::try_from(std::str::from_utf8(node).ok()?).ok()?;
         Some(Token {
-            node,
+            node: ascii_string(node)?,
             key: u32::try_from(parse_decimal(key, 10)?).ok()?,
             gen: parse_decimal(gen, 20)?,
             secret: decode_secret(secret)?,
@@ -337,6 +350,12 @@ mod tests {
             good.as_bytes()[..good.len() - 1].to_vec(),
             format!("{good}A").into_bytes(),
             good.replace("n1.", "é.").into_bytes(),
+            good.replace(".42.", ".4.2.").into_bytes(),
+            good.replace(".42.", ".42..").into_bytes(),
+            good.replace("n1.", ".").into_bytes(),
+            good.replace("n1.", "n1.n1.").into_bytes(),
+            good.replace("n1.", &format!("{}.", "n".repeat(33)))
+                .into_bytes(),
             noncanonical,
         ];
         for b in bad {
