@@ -1077,8 +1077,8 @@ impl<'b> Fields<'b> {
     /// Takes one field line's name and raw value.
     fn take(&mut self, name: &[u8], value: &'b [u8]) -> Result<(), HttpError> {
         // The names we read differ in length: one comparison a field,
-        // and none for the others (`Host`, `Content-Type`, ...).
-        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        // and none for the others (`Content-Type`, ...).
+        let is = |known: &[u8]| is_name(name, known);
         match name.len() {
             14 if is(b"content-length") => {
                 let digits = content_length_digits(trim_ows(value))?;
@@ -1109,6 +1109,17 @@ impl<'b> Fields<'b> {
         }
         Ok(())
     }
+}
+
+/// Whether the field name `name`, a token (both paths check that), is
+/// `lower` in any case. `lower` is lowercase letters and `-`: for those,
+/// setting the 0x20 bit of a token byte gives `lower`'s byte exactly when
+/// the byte is that letter in either case, or `-` (the only other byte
+/// that maps to `-` is CR, not a token byte). One OR and one comparison a
+/// byte, where `eq_ignore_ascii_case` folds both sides.
+fn is_name(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
+    name.len() == lower.len() && name.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
 }
 
 /// Keeps a field that may appear once; a second copy is 400, since which
@@ -1391,6 +1402,23 @@ impl ChunkDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `is_name`'s folding agrees with `eq_ignore_ascii_case` for every
+    /// token byte against every byte a known name has.
+    #[test]
+    fn field_names_fold_exactly() {
+        for b in (0..=255u8).filter(|&b| is_tchar(b)) {
+            for l in (b'a'..=b'z').chain([b'-']) {
+                assert_eq!(
+                    is_name(&[b], &[l]),
+                    b.eq_ignore_ascii_case(&l),
+                    "{b:#x} {l:#x}"
+                );
+            }
+        }
+        assert!(is_name(b"Content-LENGTH", b"content-length"));
+        assert!(!is_name(b"Content-Lengt", b"content-length"));
+    }
 
     const LIMITS: Limits = Limits {
         target_bytes_max: 8192,
