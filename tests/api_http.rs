@@ -646,6 +646,31 @@ fn idle_keep_alive_connection_is_closed_without_response() {
     );
 }
 
+/// The idle deadline moves with every request: a connection used more
+/// often than the header timeout stays open however long it is used (the
+/// server extends its idle timer lazily, so the deadline of an earlier
+/// request still fires and must be recognised as moved), and closes once
+/// it falls idle.
+#[test]
+fn connection_in_use_outlives_the_idle_deadline_of_earlier_requests() {
+    let server = Server::start(&["--header-timeout", "500ms"]);
+    let mut c = server.conn();
+    for i in 0..6 {
+        let r = c.request("GET", "/healthz", &[], None);
+        assert_eq!(r.status, 200, "request {i} after {} ms", i * 300);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let r = c.request("GET", "/healthz", &[], None);
+    assert_eq!(r.status, 200, "the connection was closed while in use");
+    let t = Instant::now();
+    c.expect_closed(Duration::from_secs(3));
+    let elapsed = ms_since(t);
+    assert!(
+        elapsed >= 300,
+        "idle connection closed after only {elapsed} ms"
+    );
+}
+
 #[test]
 fn fresh_connection_sending_nothing_is_closed() {
     let server = Server::start(&["--header-timeout", "500ms"]);

@@ -148,6 +148,24 @@ mod tests {
         assert!(order.1 < order.0, "{order:?}");
     }
 
+    /// `reset_after` keeps the registration of the earlier deadline; when
+    /// that fires, the timer must register again, not complete.
+    #[test]
+    fn a_reset_timer_fires_at_its_new_deadline() {
+        let start = Instant::now();
+        let elapsed = block_on(async {
+            let mut t = Timer::after(Duration::from_millis(40));
+            // Registered by a first poll.
+            assert!(future::poll_once(&mut t).await.is_none());
+            Timer::after(Duration::from_millis(25)).await;
+            t.reset_after(Duration::from_millis(40));
+            (&mut t).await;
+            start.elapsed()
+        })
+        .unwrap();
+        assert!(elapsed >= Duration::from_millis(65), "{elapsed:?}");
+    }
+
     #[test]
     fn a_dropped_timer_does_not_fire_and_never_is_pending() {
         block_on(async {

@@ -55,11 +55,23 @@ impl Timer {
         self.every = Some(d);
     }
 
+    /// Moves the deadline to `d` from now, lazily when it can: a timer
+    /// made with the same `d` and registered keeps its registration, which
+    /// is due no later than the new deadline (the clock only advances);
+    /// when that fires, the timer registers again for what is left. A
+    /// connection's idle timer, reset for every request, so touches the
+    /// reactor about once per `d`, not twice per request.
+    pub fn reset_after(&mut self, d: Duration) {
+        if self.id.is_some() && self.every == Some(d) {
+            self.at = Some(super::now().checked_add(d).unwrap_or_else(far_future));
+        } else {
+            self.set_after(d);
+        }
+    }
+
     fn deregister(&mut self) {
         if let Some(id) = self.id.take() {
-            if let Ok(r) = Reactor::get() {
-                r.remove_timer(id);
-            }
+            Reactor::with_current(|r| r.remove_timer(id));
         }
     }
 }
@@ -80,22 +92,28 @@ impl Future for Timer {
         let Some(at) = self.at else {
             return Poll::Pending;
         };
-        let Ok(reactor) = Reactor::get() else {
-            return Poll::Pending; // no event loop: block_on reported why
-        };
-        match self.id {
+        // No event loop on this thread (`block_on` makes it first): never.
+        Reactor::with_current(|reactor| match self.id {
             Some(id) if reactor.update_timer(id, cx.waker()) => Poll::Pending,
             Some(_) => {
                 // Fired: its slot is gone already.
                 self.id = None;
+                if at > reactor.now() {
+                    // Registered before `reset_after` moved the deadline:
+                    // register what is left, out of the lanes' order.
+                    self.every = None;
+                    self.id = Some(reactor.insert_timer(at, None, cx.waker()));
+                    return Poll::Pending;
+                }
                 self.at = None;
-                Poll::Ready(super::now())
+                Poll::Ready(reactor.now())
             }
             None => {
                 self.id = Some(reactor.insert_timer(at, self.every, cx.waker()));
                 Poll::Pending
             }
-        }
+        })
+        .unwrap_or(Poll::Pending)
     }
 }
 
