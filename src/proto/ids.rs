@@ -127,28 +127,30 @@ const B64_INVALID: u8 = 0xff;
 /// secret. Non-canonical encodings (unused low bits set) are refused, so each
 /// secret has exactly one text form.
 pub fn decode_secret(s: &[u8]) -> Option<[u8; SECRET_BYTES]> {
-    if s.len() != SECRET_CHARS {
-        return None;
-    }
+    let s: &[u8; SECRET_CHARS] = s.try_into().ok()?;
     // 22 characters are 132 bits: five groups of four characters make 15
-    // bytes (24 bits a group, in a u32); the last two make the 16th byte
-    // and four bits that must be zero. Invalid characters are OR-ed up and
-    // checked once.
+    // bytes (24 bits a group); the last two make the 16th byte and four
+    // bits that must be zero. Invalid characters (0xff in the table) are
+    // OR-ed up and checked once; the bits they put in a group only matter
+    // when the result is refused anyway. Fixed indexes into an array: no
+    // bounds checks, no iterator state.
+    let value = |i: usize| u32::from(B64_VALUES[usize::from(s[i])]);
     let mut out = [0u8; SECRET_BYTES];
-    let mut invalid = 0u8;
-    for (group, chars) in out.chunks_exact_mut(3).zip(s.chunks_exact(4)) {
-        let mut n = 0u32;
-        for &c in chars {
-            let v = B64_VALUES[usize::from(c)];
-            invalid |= v;
-            n = (n << 6) | u32::from(v & 63);
-        }
-        group.copy_from_slice(&n.to_be_bytes()[1..]);
+    let mut invalid = 0u32;
+    for group in 0..5 {
+        let (a, b, c, d) = (
+            value(4 * group),
+            value(4 * group + 1),
+            value(4 * group + 2),
+            value(4 * group + 3),
+        );
+        invalid |= a | b | c | d;
+        let n = (a << 18) | (b << 12) | (c << 6) | d;
+        out[3 * group..3 * group + 3].copy_from_slice(&n.to_be_bytes()[1..]);
     }
-    let hi = B64_VALUES[usize::from(s[20])];
-    let lo = B64_VALUES[usize::from(s[21])];
+    let (hi, lo) = (value(20), value(21));
     invalid |= hi | lo;
-    out[15] = ((hi & 63) << 2) | ((lo & 63) >> 4);
+    out[15] = ((hi << 2) | (lo >> 4)) as u8;
     (invalid & 0xc0 == 0 && lo & 0x0f == 0).then_some(out)
 }
 
