@@ -19,7 +19,8 @@ pub struct Metrics {
     pub connections_accepted: u64,
     /// Connections refused over `--max-connections`.
     pub connections_refused: u64,
-    /// Node-to-node connections closed on accept: too many handshaking.
+    /// Node-to-node connections closed still handshaking, to make room for
+    /// newer ones (over `INBOUND_HANDSHAKES_MAX`).
     pub cluster_connections_refused: u64,
     /// Responses by position in `STATUSES`.
     responses: [u64; STATUSES.len()],
@@ -238,7 +239,7 @@ pub fn render<W>(
         &mut out,
         "cluster_connections_refused_total",
         "counter",
-        "Node-to-node connections closed on accept: too many still handshaking.",
+        "Node-to-node connections closed still handshaking, to make room for newer ones.",
     );
     sample(
         &mut out,

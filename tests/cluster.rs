@@ -1831,30 +1831,26 @@ fn silent_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 /// waiting until it would block (open: an accepted connection has been
 /// sent the node's `Hello`, nothing more) or ends (closed).
 fn count_closed(conns: &mut [TcpStream]) -> usize {
-    let mut closed = 0;
-    for s in conns.iter_mut() {
-        s.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 512];
-        let mut got = 0usize;
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => {
-                    closed += 1;
-                    break;
-                }
-                Ok(n) => {
-                    got += n;
-                    assert!(got <= 4096, "more than a Hello from a cluster port");
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    closed += 1; // reset
-                    break;
-                }
+    conns.iter_mut().map(is_closed).filter(|&c| c).count()
+}
+
+/// Whether the server closed `s` (what it sent before, a Hello, is read
+/// and dropped); asking again gives the same answer.
+fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    let mut got = 0usize;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                got += n;
+                assert!(got <= 4096, "more than a Hello from a cluster port");
             }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true, // reset
         }
     }
-    closed
 }
 
 #[test]
@@ -1873,6 +1869,11 @@ fn connections_still_handshaking_on_the_cluster_port_are_bounded() {
         extra,
         "of {} silent connections, all but {INBOUND_HANDSHAKES_MAX} are closed at once",
         flood.len()
+    );
+    // The oldest ones made room for the newest.
+    assert!(
+        flood[..extra].iter_mut().all(is_closed) && !flood[extra..].iter_mut().any(is_closed),
+        "the oldest silent connections are the ones closed"
     );
     let m = metrics(c.node(1));
     assert_eq!(
@@ -1893,18 +1894,24 @@ fn connections_still_handshaking_on_the_cluster_port_are_bounded() {
     let mut again = silent_connections(addr, INBOUND_HANDSHAKES_MAX);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(count_closed(&mut again), 0, "places not given back");
-    drop(again);
-    std::thread::sleep(Duration::from_millis(500));
 
-    // A restarted peer dials again and is let in.
+    // With every place held by a silent connection (whose deadline is
+    // 6 s away), a restarted peer still gets in at once: its connection
+    // takes the oldest place. (When the newcomer was the one closed, the
+    // peer stayed out for as long as the places were held.)
     c.kill9(0);
     c.restart(0);
-    c.wait_all_up(CLUSTER_UP_WITHIN);
+    if let Err(e) = c.try_wait_up(&[0, 1], Duration::from_secs(3)) {
+        panic!("silent connections kept a restarted peer out: {e}");
+    }
+    let evicted = count_closed(&mut again);
+    assert!(evicted >= 1, "no silent connection made room for the peer");
     let m = metrics(c.node(1));
     assert_eq!(
         metric(&m, "pairlink_cluster_connections_refused_total", ""),
-        extra as f64
+        (extra + evicted) as f64
     );
+    assert_all_serving(&c, &[0, 1]);
 }
 
 // ---------------------------------------------------------------------------

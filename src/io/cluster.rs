@@ -20,9 +20,10 @@ use crate::proto::ids::NodeName;
 use smol::future;
 use smol::Async;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// Bytes read from a peer socket at a time once the peer is authenticated.
@@ -31,12 +32,16 @@ const PEER_READ_BYTES: usize = 64 * 1024;
 /// [`HANDSHAKE_FRAME_BYTES_MAX`] plus its prefix, so a connection that
 /// never authenticates holds no more than this.
 const HANDSHAKE_READ_BYTES: usize = 512;
-/// Accepted connections that may be handshaking at once. One more is
-/// closed as soon as it is accepted (and counted in `/metrics`): whoever
-/// can reach the cluster port cannot hold an unbounded number of sockets,
-/// tasks and buffers until the handshake deadline. Configured peers need
-/// one each, at most two while a connection is being replaced; a peer
-/// refused during a flood dials again after its backoff.
+/// Accepted connections that may be handshaking at once: whoever can reach
+/// the cluster port cannot hold an unbounded number of sockets, tasks and
+/// buffers until the handshake deadline. A connection accepted when all
+/// places are taken closes the oldest of them to take its place (counted
+/// in `/metrics`): a peer's handshake takes a round trip, so the oldest
+/// place is the one least likely to be a peer's, and a client that opens
+/// silent connections cannot keep the peers out (it could, when the
+/// newcomer was the one closed: a review held a node's places for as long
+/// as it liked, and a restarted peer stayed down). Configured peers need
+/// one place each, at most two while a connection is being replaced.
 pub const INBOUND_HANDSHAKES_MAX: usize = 32;
 
 /// How often a connection that failed its handshake may be logged.
@@ -88,13 +93,14 @@ pub struct ClusterState {
     /// The established connection of each peer (index = node index - 1).
     conns: Vec<Option<Rc<ConnHandle>>>,
     next_conn_id: u64,
-    /// Accepted connections whose handshake has not completed.
-    inbound_handshakes: usize,
+    /// Accepted connections whose handshake has not completed, oldest
+    /// first (at most [`INBOUND_HANDSHAKES_MAX`]).
+    handshaking: VecDeque<Rc<SlotState>>,
     /// Connections that ended before their handshake completed, logged at
     /// most once per [`HANDSHAKE_FAILURE_LOG_EVERY`]: anyone who can reach
     /// the cluster port can cause them.
     handshake_failures: RateLimited,
-    /// Connections refused over [`INBOUND_HANDSHAKES_MAX`], likewise.
+    /// Connections closed over [`INBOUND_HANDSHAKES_MAX`], likewise.
     refusals: RateLimited,
 }
 
@@ -109,7 +115,7 @@ impl ClusterState {
             peers,
             conns,
             next_conn_id: 1,
-            inbound_handshakes: 0,
+            handshaking: VecDeque::new(),
             handshake_failures: RateLimited::default(),
             refusals: RateLimited::default(),
         }
@@ -183,8 +189,8 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
             .and_then(|(stream, from)| Ok((Io::new(stream)?, from)));
         match accepted {
             Ok((stream, from)) => {
-                let Some(slot) = HandshakeSlot::take(&shared) else {
-                    // Dropping the stream closes it.
+                let (slot, evicted) = HandshakeSlot::take(&shared);
+                if evicted {
                     let logged = shared
                         .cluster
                         .borrow_mut()
@@ -192,14 +198,13 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: Io<TcpListener>, ex: Rc<L
                         .allow(HANDSHAKE_FAILURE_LOG_EVERY);
                     if let Some(others) = logged {
                         log::warn!(
-                            "cluster connection from {from} closed at once: \
-                             {INBOUND_HANDSHAKES_MAX} handshakes already under way{}",
+                            "cluster connection from {from}: {INBOUND_HANDSHAKES_MAX} \
+                             handshakes already under way; the oldest is closed{}",
                             held_back(others)
                         );
                     }
                     shared.metrics(|m| m.cluster_connections_refused += 1);
-                    continue;
-                };
+                }
                 let _ = stream.get_ref().set_nodelay(true);
                 log::debug!("cluster connection from {from}");
                 let shared = shared.clone();
@@ -286,23 +291,61 @@ async fn connect(addr: &str) -> io::Result<Io<TcpStream>> {
 
 /// One of the [`INBOUND_HANDSHAKES_MAX`] places of accepted connections
 /// still handshaking; given back when dropped.
-struct HandshakeSlot(Rc<Shared>);
+struct HandshakeSlot {
+    shared: Rc<Shared>,
+    state: Rc<SlotState>,
+}
+
+/// A place as the list of places sees it: closed to make room for a newer
+/// one, and the connection to close then (once its task has made it).
+#[derive(Debug, Default)]
+struct SlotState {
+    evicted: Cell<bool>,
+    handle: RefCell<Weak<ConnHandle>>,
+}
+
+/// Why an evicted connection ends.
+const EVICTED: &str = "closed to make room: too many handshakes under way";
 
 impl HandshakeSlot {
-    fn take(shared: &Rc<Shared>) -> Option<HandshakeSlot> {
+    /// A place for a connection just accepted, and whether the oldest
+    /// place was taken from its connection for it.
+    fn take(shared: &Rc<Shared>) -> (HandshakeSlot, bool) {
         let mut cluster = shared.cluster.borrow_mut();
-        if cluster.inbound_handshakes >= INBOUND_HANDSHAKES_MAX {
-            return None;
+        let mut evicted = false;
+        if cluster.handshaking.len() >= INBOUND_HANDSHAKES_MAX {
+            if let Some(oldest) = cluster.handshaking.pop_front() {
+                oldest.evicted.set(true);
+                let handle = oldest.handle.borrow().upgrade();
+                if let Some(handle) = handle {
+                    handle.close(EVICTED);
+                }
+                evicted = true;
+            }
         }
-        cluster.inbound_handshakes += 1;
-        Some(HandshakeSlot(shared.clone()))
+        let state = Rc::new(SlotState::default());
+        cluster.handshaking.push_back(state.clone());
+        let slot = HandshakeSlot {
+            shared: shared.clone(),
+            state,
+        };
+        (slot, evicted)
+    }
+
+    /// The connection using this place, closed at once if the place was
+    /// taken from it before its task started.
+    fn hold(&self, handle: &Rc<ConnHandle>) {
+        *self.state.handle.borrow_mut() = Rc::downgrade(handle);
+        if self.state.evicted.get() {
+            handle.close(EVICTED);
+        }
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let mut cluster = self.0.cluster.borrow_mut();
-        cluster.inbound_handshakes = cluster.inbound_handshakes.saturating_sub(1);
+        let mut cluster = self.shared.cluster.borrow_mut();
+        cluster.handshaking.retain(|s| !Rc::ptr_eq(s, &self.state));
     }
 }
 
@@ -340,6 +383,9 @@ async fn run_conn(
             writing: Cell::new(0),
         })
     };
+    if let Some(slot) = &slot {
+        slot.hold(&handle);
+    }
     handle.wake(); // our Hello is queued
     let peer: Rc<Cell<Option<u16>>> = Rc::new(Cell::new(None));
     let why = future::or(
@@ -357,7 +403,8 @@ async fn run_conn(
             // A node refusing our proof just closes: say what that
             // usually means, on the side that cannot see the reason.
             let hint = if role == Role::Dialer && why == CLOSED_BY_PEER {
-                " (a different cookie, or not a pairlink node there? the peer's log says)"
+                " (a different cookie, not a pairlink node there, or too many \
+                  handshakes under way there? the peer's log says)"
             } else {
                 ""
             };
