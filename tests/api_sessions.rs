@@ -326,6 +326,26 @@ fn poll_times_out_with_no_events() {
     );
 }
 
+/// A poll's timeout is a lower bound: counted from before the request is
+/// sent, no answer comes sooner (the server's millisecond clock rounds up,
+/// so its deadline is never a fraction of a millisecond early).
+#[test]
+fn a_poll_timeout_is_never_early() {
+    let server = Server::start(&[]);
+    let mut c = server.conn();
+    let a = join(&mut c, "never-early", "a");
+    for i in 0..100 {
+        let t = Instant::now();
+        let p = poll(&mut c, &a, 0, 20);
+        let elapsed = t.elapsed();
+        assert_eq!(p.events, vec![]);
+        assert!(
+            elapsed >= Duration::from_millis(20),
+            "poll {i} with timeout_ms=20 answered after {elapsed:?}"
+        );
+    }
+}
+
 #[test]
 fn poll_default_timeout_comes_from_the_flag() {
     let server = Server::start(&["--poll-timeout", "700ms"]);

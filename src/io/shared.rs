@@ -79,9 +79,14 @@ impl Shared {
         }
     }
 
-    /// Milliseconds since start, by the loop's clock ([`rt::now`]).
+    /// Milliseconds since start, by the loop's clock ([`rt::now`]),
+    /// rounded up: a deadline `now_ms() + T` is then never before T after
+    /// the moment read (rounded down, a poll's timeout could end up to a
+    /// millisecond early, as a review measured).
     pub fn now_ms(&self) -> Millis {
-        super::millis(rt::now().saturating_duration_since(self.start))
+        let since = rt::now().saturating_duration_since(self.start);
+        let part = u64::from(since.subsec_nanos() % 1_000_000 != 0);
+        super::millis(since).saturating_add(part)
     }
 
     /// Runs one request through the API. A waiting poll comes back with the
@@ -138,10 +143,10 @@ impl Shared {
     }
 
     /// Counts a request in flight until the guard drops.
-    pub fn in_flight(&self) -> InFlight<'_> {
+    pub fn in_flight(self: &Rc<Self>) -> InFlight {
         self.requests_in_flight
             .set(self.requests_in_flight.get() + 1);
-        InFlight(self)
+        InFlight(self.clone())
     }
 
     fn send_to_peer(&self, peer: u16, frame: Frame) {
@@ -284,9 +289,10 @@ pub fn wall_ms() -> u64 {
 }
 
 /// A request in flight; see [`Shared::in_flight`].
-pub struct InFlight<'a>(&'a Shared);
+#[derive(Debug)]
+pub struct InFlight(Rc<Shared>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         let n = &self.0.requests_in_flight;
         n.set(n.get() - 1);
