@@ -8,6 +8,7 @@
 
 use super::budget;
 use super::rt::{self, Io, Timer};
+use super::shared::InFlight;
 use super::waiter::{Answer, Wait};
 use super::Shared;
 use crate::api::{self, Handled};
@@ -50,6 +51,7 @@ pub fn serve(shared: Rc<Shared>, stream: Io<TcpStream>) -> impl std::future::Fut
         buf: Vec::new(),
         charged: 0,
         idle: Timer::never(),
+        in_flight: None,
     };
     async move {
         if let Err(e) = conn.run().await {
@@ -79,6 +81,11 @@ struct Conn {
     /// The header timeout until a request's first byte, kept from one
     /// request to the next and reset lazily ([`Timer::reset_after`]).
     idle: Timer,
+    /// Held from a request's first byte until its response is written: a
+    /// drain waits for it (up to its bound), so a request that was coming
+    /// in when the drain began is answered (`503 shutting_down`) rather
+    /// than cut off.
+    in_flight: Option<InFlight>,
 }
 
 impl Drop for Conn {
@@ -104,7 +111,6 @@ impl Conn {
                 Err(e) => return Box::pin(self.refuse(e.status(), e.code(), e.message())).await,
             };
             let shared = self.shared.clone();
-            let in_flight = shared.in_flight();
             let mut response = match (handled, wait) {
                 (Handled::Respond(r), _) => r,
                 (Handled::Wait(handle), Some(wait)) => {
@@ -116,9 +122,12 @@ impl Conn {
                 }
                 (Handled::Wait(_), None) => Response::error(500, "internal", "poll without waiter"),
             };
-            response.close |= close || shared.draining();
+            // A drain closes each connection after its response, but first
+            // answers requests already received behind it (pipelined):
+            // each gets `503 shutting_down`, and that one closes.
+            response.close |= close || (shared.draining() && self.buf.is_empty());
             self.respond(&response, head_only).await?;
-            drop(in_flight);
+            self.in_flight = None;
             if response.close {
                 // Boxed: this rare path's buffer stays out of every
                 // connection's resident state.
@@ -184,6 +193,7 @@ impl Conn {
         let mut r = Response::error(status, code, message);
         r.close = true;
         self.respond(&r, false).await?;
+        self.in_flight = None;
         Box::pin(self.linger()).await;
         Ok(())
     }
@@ -227,6 +237,9 @@ impl Conn {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
             }
+        }
+        if self.in_flight.is_none() {
+            self.in_flight = Some(self.shared.in_flight());
         }
         match self.frame_whole() {
             Some(read) => Ok(read),
