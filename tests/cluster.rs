@@ -1716,6 +1716,67 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> Result<(), String> {
     }
 }
 
+/// A peer that is never reached says so in the log, on both ends of the
+/// link: the node that dials it (after a run of failed dials), and the node
+/// it would dial, which otherwise shows nothing at all (the usual cause: the
+/// peer's own `--peer` list lacks this node).
+#[test]
+fn a_peer_never_reached_is_named_in_the_log() {
+    let dir = scratch_directory();
+    let cookie = dir.join("cookie");
+    write_cookie(&cookie, "a-cookie-of-at-least-sixteen-bytes");
+    let cookie = cookie.to_str().unwrap().to_string();
+    let ports = free_ports(4);
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    // n1 dials n2, which is not there.
+    let dialer_args = [
+        "--node".to_string(),
+        "n1".into(),
+        "--cluster-listen".into(),
+        addr(0),
+        "--peer".into(),
+        format!("n2={}", addr(1)),
+        "--cookie-file".into(),
+        cookie.clone(),
+        "--heartbeat".into(),
+        "100ms".into(),
+    ];
+    // n9 waits for n0 to dial it, which never comes.
+    let waiter_args = [
+        "--node".to_string(),
+        "n9".into(),
+        "--cluster-listen".into(),
+        addr(2),
+        "--peer".into(),
+        format!("n0={}", addr(3)),
+        "--cookie-file".into(),
+        cookie,
+        "--heartbeat".into(),
+        "100ms".into(),
+    ];
+    let dialer_args: Vec<&str> = dialer_args.iter().map(String::as_str).collect();
+    let waiter_args: Vec<&str> = waiter_args.iter().map(String::as_str).collect();
+    let dialer = Server::start(&dialer_args);
+    let waiter = Server::start(&waiter_args);
+    let wanted = [
+        (&dialer, "cannot reach peer n2"),
+        (&waiter, "peer n0 is not connected"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(8);
+    for (server, line) in wanted {
+        while !server.stderr().contains(line) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            server.stderr().contains(line),
+            "no {line:?} in:\n{}",
+            server.stderr()
+        );
+    }
+    dialer.assert_serving();
+    waiter.assert_serving();
+}
+
 #[test]
 fn garbage_on_the_cluster_port_is_closed_and_the_node_keeps_serving() {
     let c = Cluster::start(3, &["--heartbeat", FAST_HEARTBEAT]);

@@ -233,6 +233,9 @@ pub async fn dial_loop(shared: Rc<Shared>, index: usize) {
         return;
     };
     let mut backoff = Backoff::new();
+    // Dial failures in a row: the first few are routine (a peer starting
+    // later), so only a long run of them is worth a warning.
+    let mut failures: u64 = 0;
     loop {
         match connect(&addr).await {
             Ok(stream) => {
@@ -248,11 +251,55 @@ pub async fn dial_loop(shared: Rc<Shared>, index: usize) {
                 if was_up {
                     backoff.reset();
                 }
+                failures = 0;
             }
-            Err(e) => log::debug!("cannot reach peer {name} at {addr}: {e}"),
+            Err(e) => {
+                failures += 1;
+                if failures == DIAL_FAILURES_WARN || failures % (10 * DIAL_FAILURES_WARN) == 0 {
+                    log::warn!(
+                        "cannot reach peer {name} at {addr} ({failures} tries in a row): {e}"
+                    );
+                } else {
+                    log::debug!("cannot reach peer {name} at {addr}: {e}");
+                }
+            }
         }
         let jitter = shared.random_u32();
         Timer::after(Duration::from_millis(backoff.next_delay_ms(jitter))).await;
+    }
+}
+
+/// Failed dials in a row before one is logged as a warning (then every
+/// ten times as many).
+const DIAL_FAILURES_WARN: u64 = 5;
+
+/// Heartbeats without a connection from a peer that dials this node
+/// before the log says so (then every ten times as many).
+const UNDIALED_HEARTBEATS_WARN: u64 = 10;
+
+/// For a peer whose name sorts below ours, which dials us: tells the log
+/// when it has not connected for a while. Nothing else would show it:
+/// the usual cause is that the peer's own `--peer` list lacks this node,
+/// and then it never calls (a node only dials the peers it is given).
+pub async fn expect_dial(shared: Rc<Shared>, index: usize) {
+    let (name, me) = {
+        let cluster = shared.cluster.borrow();
+        (cluster.peers[index].name.clone(), cluster.me.clone())
+    };
+    let heartbeat = Duration::from_millis(shared.heartbeat_ms().max(1));
+    let first = heartbeat * UNDIALED_HEARTBEATS_WARN as u32;
+    let mut wait = first;
+    loop {
+        Timer::after(wait).await;
+        if shared.cluster.borrow().conns[index].is_some() {
+            wait = first;
+            continue;
+        }
+        log::warn!(
+            "peer {name} is not connected: it dials this node (its name sorts \
+             before {me}); is it running, and does its --peer list name {me}?"
+        );
+        wait = first * 10;
     }
 }
 

@@ -172,6 +172,8 @@ pub fn run(config: &Config) -> std::io::Result<()> {
                 // connections (docs/PROTOCOL.md).
                 if config.node.as_str() < peer.name.as_str() {
                     cluster_tasks.push(ex.spawn(cluster::dial_loop(shared.clone(), i)));
+                } else {
+                    cluster_tasks.push(ex.spawn(cluster::expect_dial(shared.clone(), i)));
                 }
             }
         }
