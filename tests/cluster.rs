@@ -236,8 +236,23 @@ impl Cluster {
             let mut missing = Vec::new();
             for &i in which {
                 let v = self.view(i);
+                if v.node != self.name(i) {
+                    // Another test's node took this port between our
+                    // choosing it and binding it (ours then failed to
+                    // start): `start_with` tries other ports.
+                    return Err(format!(
+                        "port {} is served by {:?}, not {}",
+                        self.http_ports[i],
+                        v.node,
+                        self.name(i)
+                    ));
+                }
                 for &j in which {
-                    if j != i && v.state_of(self.name(j)) != "up" {
+                    let up = v
+                        .peers
+                        .iter()
+                        .any(|p| p.node == self.name(j) && p.state == "up");
+                    if j != i && !up {
                         missing.push(format!("{}: {:?}", self.name(i), v.peers));
                         break;
                     }
