@@ -223,14 +223,7 @@ impl Conn {
     async fn read_next(&mut self) -> io::Result<Read_> {
         if self.buf.is_empty() {
             self.idle.reset_after(self.shared.header_timeout);
-            let Conn {
-                stream, buf, idle, ..
-            } = self;
-            let read = future::or(async { Some(fill(stream, buf).await) }, async {
-                idle.await;
-                None
-            })
-            .await;
+            let read = fill_or_timeout(&self.stream, &mut self.buf, &mut self.idle).await;
             match read {
                 Some(Ok(0)) | None => return Ok(Read_::Closed),
                 Some(Ok(_)) if !self.charge() => return Ok(overloaded()),
@@ -306,7 +299,7 @@ impl Conn {
                 Some(false) => continue,
                 None => {}
             }
-            let read = self.fill_or_timeout(&mut timer).await;
+            let read = fill_or_timeout(&self.stream, &mut self.buf, &mut timer).await;
             match read {
                 Some(Ok(0)) => return Ok(Read_::Closed),
                 Some(Ok(_)) if !self.charge() => return Ok(overloaded()),
@@ -322,16 +315,6 @@ impl Conn {
                 }
             }
         }
-    }
-
-    /// Reads more bytes, or `None` when the timer fires first.
-    async fn fill_or_timeout(&mut self, timer: &mut Timer) -> Option<io::Result<usize>> {
-        let Conn { stream, buf, .. } = self;
-        future::or(async { Some(fill(stream, buf).await) }, async {
-            timer.await;
-            None
-        })
-        .await
     }
 
     /// Waits for a poll's answer while watching the socket: bytes of a
@@ -484,6 +467,19 @@ async fn write_rest(stream: &Io<TcpStream>, rest: &[u8]) -> io::Result<()> {
     future::or(async { stream.write_all(rest).await }, async {
         Timer::after(WRITE_TIMEOUT).await;
         Err(io::ErrorKind::TimedOut.into())
+    })
+    .await
+}
+
+/// Reads more bytes into `buf`, or `None` when `timer` fires first.
+async fn fill_or_timeout(
+    stream: &Io<TcpStream>,
+    buf: &mut Vec<u8>,
+    timer: &mut Timer,
+) -> Option<io::Result<usize>> {
+    future::or(async { Some(fill(stream, buf).await) }, async {
+        timer.await;
+        None
     })
     .await
 }

@@ -24,7 +24,7 @@ impl Timer {
     /// ([`super::now`]).
     pub fn after(d: Duration) -> Timer {
         Timer {
-            at: Some(super::now().checked_add(d).unwrap_or_else(far_future)),
+            at: Some(from_now(d)),
             id: None,
             every: Some(d),
         }
@@ -51,7 +51,7 @@ impl Timer {
     /// Moves the deadline to `d` from now.
     pub fn set_after(&mut self, d: Duration) {
         self.deregister();
-        self.at = Some(super::now().checked_add(d).unwrap_or_else(far_future));
+        self.at = Some(from_now(d));
         self.every = Some(d);
     }
 
@@ -63,7 +63,7 @@ impl Timer {
     /// reactor about once per `d`, not twice per request.
     pub fn reset_after(&mut self, d: Duration) {
         if self.id.is_some() && self.every == Some(d) {
-            self.at = Some(super::now().checked_add(d).unwrap_or_else(far_future));
+            self.at = Some(from_now(d));
         } else {
             self.set_after(d);
         }
@@ -74,6 +74,12 @@ impl Timer {
             Reactor::with_current(|r| r.remove_timer(id));
         }
     }
+}
+
+/// `d` from the loop's clock ([`super::now`]), or [`far_future`] for a
+/// duration too long to add.
+fn from_now(d: Duration) -> Instant {
+    super::now().checked_add(d).unwrap_or_else(far_future)
 }
 
 /// About thirty years on: a deadline past any run, without overflow.
