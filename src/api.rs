@@ -308,7 +308,7 @@ impl<W> Api<W> {
                     .map(|p| p.name.as_str())
                     .zip(self.peer_rtt_ms.iter().copied())
                     .collect();
-                r.body = metrics::render(&self.metrics, &self.node, self.peer_counts, &rtts);
+                r.body = metrics::render(&self.metrics, &self.node, self.peer_counts, &rtts).into();
                 r.content_type = crate::proto::response::ContentType::Prometheus;
                 return Err(r);
             }
@@ -320,7 +320,10 @@ impl<W> Api<W> {
                 let mut body = b"{\"pair\":".to_vec();
                 json::write_str(&mut body, &id);
                 body.push(b'}');
-                Started::Done(Reply { status: 201, body })
+                Started::Done(Reply {
+                    status: 201,
+                    body: body.into(),
+                })
             }
             Route::Session(pair, side) => {
                 let (pair, side) = parse_ids(pair, side)?;

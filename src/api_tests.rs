@@ -56,7 +56,7 @@ fn respond(api: &mut Api<u32>, req: &Request) -> Response {
 }
 
 fn code(r: &Response) -> String {
-    let body = String::from_utf8(r.body.clone()).unwrap();
+    let body = String::from_utf8(r.body.to_vec()).unwrap();
     body.split("\"error\":\"")
         .nth(1)
         .map(|s| s.split('"').next().unwrap().to_string())
@@ -64,7 +64,7 @@ fn code(r: &Response) -> String {
 }
 
 fn token_of(r: &Response) -> String {
-    let body = String::from_utf8(r.body.clone()).unwrap();
+    let body = String::from_utf8(r.body.to_vec()).unwrap();
     crate::proto::ids::session_in_join_body(&body).to_string()
 }
 
@@ -129,7 +129,7 @@ fn join_send_poll() {
     );
     assert_eq!(a.status, 201);
     let ta = token_of(&a);
-    let body = String::from_utf8(a.body.clone()).unwrap();
+    let body = String::from_utf8(a.body.to_vec()).unwrap();
     assert_eq!(
         body,
         format!(
@@ -138,7 +138,7 @@ fn join_send_poll() {
     );
     let b = respond(&mut api, &request(Method::Post, "/v1/pairs/p/b", None, b""));
     let tb = token_of(&b);
-    assert!(String::from_utf8(b.body)
+    assert!(String::from_utf8(b.body.into_owned())
         .unwrap()
         .contains(r#""peer":"online""#));
     let auth_b = format!("Bearer {tb}");
@@ -151,7 +151,7 @@ fn join_send_poll() {
             "héllo\n".as_bytes(),
         ),
     );
-    assert_eq!((sent.status, sent.body.as_slice()), (202, b"{}".as_slice()));
+    assert_eq!((sent.status, sent.body.as_ref()), (202, b"{}".as_slice()));
     let auth_a = format!("bearer {ta}");
     let polled = respond(
         &mut api,
@@ -163,7 +163,7 @@ fn join_send_poll() {
         ),
     );
     assert_eq!(
-        String::from_utf8(polled.body).unwrap(),
+        String::from_utf8(polled.body.into_owned()).unwrap(),
         "{\"peer\":\"online\",\"events\":[{\"seq\":2,\"type\":\"message\",\"data\":\"héllo\\n\"}]}"
     );
     // Resume with the own token: 200, same token.
@@ -262,7 +262,7 @@ fn minted_pair_ids_are_valid_and_distinct() {
     let mut api = api(None);
     let one = respond(&mut api, &request(Method::Post, "/v1/pairs", None, b""));
     assert_eq!(one.status, 201);
-    let body = String::from_utf8(one.body).unwrap();
+    let body = String::from_utf8(one.body.into_owned()).unwrap();
     let id = body
         .trim_start_matches("{\"pair\":\"")
         .trim_end_matches("\"}");

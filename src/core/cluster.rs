@@ -349,7 +349,7 @@ impl<W> Node<W> {
                 });
                 match answered {
                     Some(Pending::Forward { waiter, .. }) => {
-                        self.answer(Waiter::Local(waiter), Reply { status, body })
+                        self.answer(Waiter::Local(waiter), Reply::new(status, body))
                     }
                     Some(Pending::Resume {
                         waiter,
@@ -362,7 +362,7 @@ impl<W> Node<W> {
                         if status != 404 {
                             // Resumed (200), or refused for a reason that a
                             // join here would not change (409, 503).
-                            self.answer(Waiter::Local(waiter), Reply { status, body });
+                            self.answer(Waiter::Local(waiter), Reply::new(status, body));
                         } else {
                             // Not a live session of that node: an ordinary join here.
                             let mut waiter = Some(waiter);

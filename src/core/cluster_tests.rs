@@ -92,7 +92,7 @@ fn join(nodes: &mut [TestNode; 2], i: usize, p: &str, side: Side, w: u32) -> Rep
 
 fn poll_now(node: &mut TestNode, p: &str, side: Side, t: &Token, after: u64) -> String {
     match node.poll(1, &pair(p), side, t, after, Some(0), || 0) {
-        Started::Done(r) => String::from_utf8(r.body).unwrap(),
+        Started::Done(r) => String::from_utf8(r.body.into_owned()).unwrap(),
         other => panic!("{other:?}"),
     }
 }

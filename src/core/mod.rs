@@ -16,7 +16,7 @@ pub mod timers;
 pub use error::ApiError;
 pub use event::{Event, EventKind, Reason};
 pub use node::{CancelKey, Node, NodeConfig, Output, PollHandle, SessionView, Started, Stats};
-pub use reply::Reply;
+pub use reply::{Body, Reply};
 pub use session::Addr;
 
 /// Milliseconds on the node's monotonic clock, counted from its start.

@@ -937,7 +937,7 @@ impl<W> Node<W> {
             self.config.poll_timeout_ms,
             self.config.session_ttl_ms,
         );
-        Reply { status, body }
+        Reply::new(status, body)
     }
 
     /// Counts a finished join's lookup by where the peer was found.
@@ -1239,7 +1239,14 @@ impl<W> Node<W> {
             Waiter::Remote { peer, req } => {
                 self.remote_polls.remove(&(peer, req));
                 let Reply { status, body } = reply;
-                self.send_frame(peer, Frame::ForwardReply { req, status, body });
+                self.send_frame(
+                    peer,
+                    Frame::ForwardReply {
+                        req,
+                        status,
+                        body: body.into_owned(),
+                    },
+                );
             }
         }
     }

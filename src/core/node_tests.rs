@@ -31,7 +31,7 @@ fn secret(n: u8) -> [u8; 16] {
 /// The status and body text of an immediate answer.
 fn done(started: Started) -> (u16, String) {
     match started {
-        Started::Done(r) => (r.status, String::from_utf8(r.body).unwrap()),
+        Started::Done(r) => (r.status, String::from_utf8(r.body.into_owned()).unwrap()),
         other => panic!("expected an answer, got {other:?}"),
     }
 }
@@ -64,9 +64,11 @@ fn answers(node: &mut TestNode) -> Vec<(u32, u16, String)> {
     let mut out = Vec::new();
     while let Some(output) = node.poll_output() {
         match output {
-            Output::Answer { waiter, reply } => {
-                out.push((waiter, reply.status, String::from_utf8(reply.body).unwrap()))
-            }
+            Output::Answer { waiter, reply } => out.push((
+                waiter,
+                reply.status,
+                String::from_utf8(reply.body.into_owned()).unwrap(),
+            )),
             Output::Send { .. } => panic!("a single node sends no frames"),
         }
     }

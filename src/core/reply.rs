@@ -5,6 +5,11 @@ use super::error::ApiError;
 use super::Millis;
 use crate::proto::ids::{PairId, Side, Token};
 use crate::proto::json;
+use std::borrow::Cow;
+
+/// A response body: built for the answer, or a constant (`{}` of every
+/// `202`, no allocation for the most frequent answer of a relay).
+pub type Body = Cow<'static, [u8]>;
 
 /// An HTTP status and its JSON body (empty for 204).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,15 +17,23 @@ pub struct Reply {
     /// HTTP status.
     pub status: u16,
     /// JSON body.
-    pub body: Vec<u8>,
+    pub body: Body,
 }
 
 impl Reply {
+    /// A reply with a body built for it.
+    pub fn new(status: u16, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+        }
+    }
+
     /// The reply for a refusal.
     pub fn error(e: ApiError) -> Reply {
         Reply {
             status: e.status(),
-            body: json::error_body(e.code(), e.message()),
+            body: json::error_body(e.code(), e.message()).into(),
         }
     }
 
@@ -28,7 +41,7 @@ impl Reply {
     pub fn accepted() -> Reply {
         Reply {
             status: 202,
-            body: b"{}".to_vec(),
+            body: Cow::Borrowed(b"{}"),
         }
     }
 
@@ -36,13 +49,13 @@ impl Reply {
     pub fn no_content() -> Reply {
         Reply {
             status: 204,
-            body: Vec::new(),
+            body: Cow::Borrowed(b""),
         }
     }
 
     /// `200` with a poll body.
     pub fn ok(body: Vec<u8>) -> Reply {
-        Reply { status: 200, body }
+        Reply::new(200, body)
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every response carries `Cache-Control: no-store`, and every one but 204
 //! a `Content-Length` (API.md §2).
 
+use crate::core::Body;
 use crate::limits::RETRY_AFTER_S;
 
 /// The kind of body, for `Content-Type`.
@@ -22,7 +23,7 @@ pub struct Response {
     /// Status code.
     pub status: u16,
     /// Body bytes; must be empty for 204.
-    pub body: Vec<u8>,
+    pub body: Body,
     /// `Content-Type` of a non-empty body.
     pub content_type: ContentType,
     /// Add `Retry-After`.
@@ -37,10 +38,10 @@ pub struct Response {
 
 impl Response {
     /// A JSON response.
-    pub fn json(status: u16, body: Vec<u8>) -> Response {
+    pub fn json(status: u16, body: impl Into<Body>) -> Response {
         Response {
             status,
-            body,
+            body: body.into(),
             content_type: ContentType::Json,
             retry_after: false,
             allow: None,
@@ -58,15 +59,15 @@ impl Response {
     }
 
     /// A `text/plain` response.
-    pub fn text(status: u16, body: &str) -> Response {
-        let mut r = Response::json(status, body.as_bytes().to_vec());
+    pub fn text(status: u16, body: &'static str) -> Response {
+        let mut r = Response::json(status, body.as_bytes());
         r.content_type = ContentType::Text;
         r
     }
 
     /// A 204 response.
     pub fn no_content() -> Response {
-        Response::json(204, Vec::new())
+        Response::json(204, &b""[..])
     }
 }
 
