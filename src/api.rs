@@ -8,7 +8,7 @@ use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, SECRET_BYTES, TOKEN_BYTES_MAX};
 use crate::metrics::{self, Metrics, PeerCounts};
 use crate::proto::cut;
 use crate::proto::http::{Method, Request};
-use crate::proto::ids::{self, PairId, Side, Token};
+use crate::proto::ids::{self, Side, Token};
 use crate::proto::json;
 use crate::proto::query;
 use crate::proto::response::Response;
@@ -76,9 +76,9 @@ enum Route<'a> {
     Metrics,
     Cluster,
     Pairs,
-    Session(&'a str, &'a str),
-    Events(&'a str, &'a str),
-    Messages(&'a str, &'a str),
+    Session(&'a [u8], &'a [u8]),
+    Events(&'a [u8], &'a [u8]),
+    Messages(&'a [u8], &'a [u8]),
 }
 
 impl Route<'_> {
@@ -97,20 +97,20 @@ impl Route<'_> {
     }
 }
 
-fn route(path: &str) -> Option<Route<'_>> {
+fn route(path: &[u8]) -> Option<Route<'_>> {
     match path {
-        "/healthz" => return Some(Route::Healthz),
-        "/metrics" => return Some(Route::Metrics),
-        "/v1/cluster" => return Some(Route::Cluster),
-        "/v1/pairs" => return Some(Route::Pairs),
+        b"/healthz" => return Some(Route::Healthz),
+        b"/metrics" => return Some(Route::Metrics),
+        b"/v1/cluster" => return Some(Route::Cluster),
+        b"/v1/pairs" => return Some(Route::Pairs),
         _ => {}
     }
-    let rest = path.strip_prefix("/v1/pairs/")?;
+    let rest = path.strip_prefix(b"/v1/pairs/")?;
     let (pair, rest) = cut(rest, b'/')?;
     let route = match cut(rest, b'/') {
         None => Route::Session(pair, rest),
-        Some((side, "events")) => Route::Events(pair, side),
-        Some((side, "messages")) => Route::Messages(pair, side),
+        Some((side, b"events")) => Route::Events(pair, side),
+        Some((side, b"messages")) => Route::Messages(pair, side),
         Some(_) => return None,
     };
     Some(route)
@@ -120,23 +120,22 @@ fn route(path: &str) -> Option<Route<'_>> {
 /// (`http://host/path?query`, RFC 9112 §3.2.2, which a server MUST accept)
 /// is cut to its path and query; the host in it, like `Host`, chooses
 /// nothing here.
-fn origin_form(target: &str) -> &str {
-    if target.starts_with('/') {
+fn origin_form(target: &[u8]) -> &[u8] {
+    if target.starts_with(b"/") {
         return target; // origin-form, nearly every request
     }
-    let bytes = target.as_bytes();
-    let scheme = if bytes.len() >= 7 && bytes[..7].eq_ignore_ascii_case(b"http://") {
+    let scheme = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
         7
-    } else if bytes.len() >= 8 && bytes[..8].eq_ignore_ascii_case(b"https://") {
+    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
         8
     } else {
         return target;
     };
     let rest = &target[scheme..];
-    match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+    match rest.iter().position(|&b| b == b'/' || b == b'?') {
+        Some(i) if rest[i] == b'/' => &rest[i..],
         // No path: the root, which serves nothing here.
-        _ => "/",
+        _ => b"/",
     }
 }
 
@@ -151,14 +150,15 @@ fn malformed(code: &'static str, message: &'static str) -> Response {
     r
 }
 
-/// A 400 for the pair and side in a path; `bad_pair` wins.
-fn parse_ids(pair: &str, side: &str) -> Result<(PairId, Side), Response> {
-    let Some(pair) = ids::parse_pair(pair) else {
+/// A 400 for the pair and side in a path; `bad_pair` wins. The pair id
+/// comes back checked, not copied: only a join keeps it.
+fn parse_ids<'a>(pair: &'a [u8], side: &[u8]) -> Result<(&'a [u8], Side), Response> {
+    if !ids::is_pair(pair) {
         return Err(malformed(
             "bad_pair",
             "a pair id is 1 to 64 characters of [A-Za-z0-9_-]",
         ));
-    };
+    }
     let Some(side) = Side::parse(side) else {
         return Err(malformed("bad_side", "the side is a or b"));
     };
@@ -266,7 +266,7 @@ impl<W> Api<W> {
         make_waiter: impl FnOnce() -> W,
     ) -> Result<Started, Response> {
         let target = origin_form(request.target);
-        let (path, query) = cut(target, b'?').unwrap_or((target, ""));
+        let (path, query) = cut(target, b'?').unwrap_or((target, b""));
         let Some(route) = route(path) else {
             return Err(Response::error(404, "not_found", "no such path"));
         };
@@ -335,6 +335,9 @@ impl<W> Api<W> {
                     // not ours is just not a resume.
                     let auth = bearer_token(request);
                     let fresh = secret().ok_or_else(no_randomness)?;
+                    let pair = ids::parse_pair(pair).ok_or_else(|| {
+                        Response::error(500, "internal", "a checked pair id did not parse")
+                    })?;
                     self.node
                         .join(now, wall_ms, &pair, side, auth.as_ref(), fresh, make_waiter)
                 }

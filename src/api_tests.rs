@@ -32,7 +32,7 @@ fn request<'a>(
 ) -> Request<'a> {
     Request {
         method,
-        target,
+        target: target.as_bytes(),
         version: Version::Http11,
         keep_alive: true,
         authorization: auth.map(str::as_bytes),

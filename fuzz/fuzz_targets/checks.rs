@@ -140,7 +140,7 @@ fn frame(limits: Limits, stream: &[u8], step: usize) -> Framed {
 fn check_request(limits: &Limits, request: &Request, consumed: usize, buffered: usize) {
     assert!(consumed <= buffered, "consumed {consumed} of {buffered}");
     assert!(request.body.len() <= limits.body_bytes_max);
-    let target = request.target.as_bytes();
+    let target = request.target;
     assert!(!target.is_empty() && target.len() <= limits.target_bytes_max);
     assert!(target.iter().all(|b| (0x21..=0x7e).contains(b)));
     // "M T HTTP/1.1\r\n\r\n" around the target, then at least the body.
@@ -293,7 +293,7 @@ pub fn poll_query(data: &[u8]) {
     let Ok(query) = std::str::from_utf8(data) else {
         return;
     };
-    let got = parse_poll(query);
+    let got = parse_poll(query.as_bytes());
     assert_eq!(got.ok(), poll_query_model(query), "{query:?}");
     if let Ok(q) = got {
         assert!(q.timeout_ms.is_none_or(|t| t <= POLL_TIMEOUT_MS_MAX));
@@ -301,7 +301,7 @@ pub fn poll_query(data: &[u8]) {
             Some(t) => format!("timeout_ms={t}&after={}", q.after),
             None => format!("after={}", q.after),
         };
-        assert_eq!(parse_poll(&canonical), Ok(q));
+        assert_eq!(parse_poll(canonical.as_bytes()), Ok(q));
     }
 }
 
@@ -904,7 +904,7 @@ impl Sim {
         };
         let request = Request {
             method,
-            target: &target,
+            target: target.as_bytes(),
             version: Version::Http11,
             keep_alive: true,
             authorization: authorization.as_deref(),
@@ -927,7 +927,7 @@ impl Sim {
         match handled {
             Handled::Wait(cancel) => {
                 if let Some(CancelKey::Poll(_)) = cancel {
-                    let path = request.target.split('?').next().unwrap_or_default();
+                    let path = target.split('?').next().unwrap_or_default();
                     assert!(path.ends_with("/events") && request.method == Method::Get);
                 }
                 assert!(cancel.is_none() || !self.waiting.iter().any(|w| w.cancel == cancel));
@@ -970,7 +970,8 @@ impl Sim {
                 });
                 if json.get("events").is_some() {
                     let (_, query) = target.split_once('?').unwrap_or(("", ""));
-                    let after = parse_poll(query).expect("an answered poll had a good query");
+                    let after =
+                        parse_poll(query.as_bytes()).expect("an answered poll had a good query");
                     check_poll_body(&json, after.after);
                 }
                 if let Some(session) = json.get("session").and_then(Json::as_str) {

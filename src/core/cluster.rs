@@ -686,7 +686,7 @@ impl<W> Node<W> {
             self.answer(waiter(), ApiError::ShuttingDown.into());
             return;
         }
-        let key = match self.authenticate(pair, side, token) {
+        let key = match self.authenticate(pair.as_bytes(), side, token) {
             Ok(key) => key,
             // A resume with the token of another live session: the side is
             // not the asker's to take.

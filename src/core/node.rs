@@ -26,7 +26,7 @@ use crate::limits::{
     FORWARD_SLACK_MS, LATE_LOOKUP_MS, POLL_TIMEOUT_MS_MAX, SECRET_BYTES, SESSION_EVENTS_MAX,
     TOTAL_EVENT_BYTES,
 };
-use crate::proto::ids::{NodeName, PairId, Side, Token};
+use crate::proto::ids::{self, NodeName, PairId, Side, Token};
 use slab::Slab;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -501,7 +501,7 @@ impl<W> Node<W> {
     pub fn poll(
         &mut self,
         now: Millis,
-        pair: &PairId,
+        pair: &(impl AsRef<[u8]> + ?Sized),
         side: Side,
         token: &Token,
         after: u64,
@@ -515,10 +515,10 @@ impl<W> Node<W> {
             // The client asked this node: without its own `timeout_ms`,
             // this node's `--poll-timeout` is the wait, sent explicitly so
             // the home node does not wait its own, longer or shorter.
-            Route::Remote(peer) => self.forward(
+            Route::Remote(peer, pair) => self.forward(
                 now,
                 peer,
-                pair,
+                &pair,
                 side,
                 token,
                 ForwardOp::Poll {
@@ -623,7 +623,7 @@ impl<W> Node<W> {
     pub fn send(
         &mut self,
         now: Millis,
-        pair: &PairId,
+        pair: &(impl AsRef<[u8]> + ?Sized),
         side: Side,
         token: &Token,
         idempotency_key: Option<&[u8]>,
@@ -634,12 +634,12 @@ impl<W> Node<W> {
             Route::Local(key) => self.send_here(now, key, idempotency_key, data, || {
                 Waiter::Local(make_waiter())
             }),
-            Route::Remote(peer) => {
+            Route::Remote(peer, pair) => {
                 let op = ForwardOp::Send {
                     idempotency_key: idempotency_key.map(<[u8]>::to_vec),
                     data,
                 };
-                self.forward(now, peer, pair, side, token, op, make_waiter)
+                self.forward(now, peer, &pair, side, token, op, make_waiter)
             }
             Route::Refused(e) => Started::Done(e.into()),
         }
@@ -762,7 +762,7 @@ impl<W> Node<W> {
     pub fn leave(
         &mut self,
         now: Millis,
-        pair: &PairId,
+        pair: &(impl AsRef<[u8]> + ?Sized),
         side: Side,
         token: &Token,
         make_waiter: impl FnOnce() -> W,
@@ -772,8 +772,8 @@ impl<W> Node<W> {
                 self.end(now, key, Reason::Left, false);
                 Started::Done(Reply::no_content())
             }
-            Route::Remote(peer) => {
-                self.forward(now, peer, pair, side, token, ForwardOp::Leave, make_waiter)
+            Route::Remote(peer, pair) => {
+                self.forward(now, peer, &pair, side, token, ForwardOp::Leave, make_waiter)
             }
             Route::Refused(e) => Started::Done(e.into()),
         }
@@ -874,7 +874,10 @@ impl<W> Node<W> {
     }
 
     /// Where a token's session lives.
-    fn route(&self, pair: &PairId, side: Side, token: &Token) -> Route {
+    /// Where a request for `pair` and `side` with `token` goes. A remote
+    /// route carries the pair id, copied for the frame.
+    fn route(&self, pair: &(impl AsRef<[u8]> + ?Sized), side: Side, token: &Token) -> Route {
+        let pair = pair.as_ref();
         if token.node == self.config.name {
             return match self.authenticate(pair, side, token) {
                 Ok(key) => Route::Local(key),
@@ -882,7 +885,10 @@ impl<W> Node<W> {
             };
         }
         match self.peer_index(&token.node) {
-            Some(peer) if self.is_peer_up(peer) => Route::Remote(peer),
+            Some(peer) if self.is_peer_up(peer) => match ids::parse_pair(pair) {
+                Some(pair) => Route::Remote(peer, pair),
+                None => Route::Refused(ApiError::NoSession),
+            },
             Some(_) => Route::Refused(ApiError::Unavailable),
             None => Route::Refused(ApiError::NoSession),
         }
@@ -891,7 +897,7 @@ impl<W> Node<W> {
     /// The key of the live local session `token` names for `pair` and `side`.
     pub(super) fn authenticate(
         &self,
-        pair: &PairId,
+        pair: &[u8],
         side: Side,
         token: &Token,
     ) -> Result<u32, ApiError> {
@@ -900,7 +906,11 @@ impl<W> Node<W> {
             .get(token.key as usize)
             .ok_or(ApiError::NoSession)?;
         let secret_ok = token.secret_matches(&session.secret);
-        if secret_ok && session.gen == token.gen && session.pair == *pair && session.side == side {
+        if secret_ok
+            && session.gen == token.gen
+            && session.pair.as_bytes() == pair
+            && session.side == side
+        {
             Ok(token.key)
         } else {
             Err(ApiError::NoSession)
@@ -1458,7 +1468,8 @@ impl<W> Node<W> {
 /// Where a request for a session goes.
 enum Route {
     Local(u32),
-    Remote(u16),
+    /// The home node, and the pair id for the forwarded frame.
+    Remote(u16, PairId),
     Refused(ApiError),
 }
 

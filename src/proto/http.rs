@@ -166,8 +166,10 @@ pub enum Version {
 pub struct Request<'a> {
     /// Method.
     pub method: Method,
-    /// The raw request target (`/path?query`).
-    pub target: &'a str,
+    /// The raw request target (`/path?query`): visible ASCII, as the
+    /// framer checked, but kept as bytes (a UTF-8 check of every target
+    /// was 2 % of a relay's instructions).
+    pub target: &'a [u8],
     /// Version.
     pub version: Version,
     /// Whether the connection may stay open after the response.
@@ -245,9 +247,7 @@ impl Framed {
         if around_target != (Some(&b' '), Some(&b' ')) || head_end != Some(b"\r\n\r\n") {
             return Err(HttpError::BadRequest);
         }
-        // Visible ASCII by the scanner's rules, so valid UTF-8.
-        let target =
-            std::str::from_utf8(bytes(&head.target)?).map_err(|_| HttpError::BadRequest)?;
+        let target = bytes(&head.target)?;
         let body = match &self.decoded {
             Some(decoded) => &decoded[..],
             None => bytes(&self.body)?,
@@ -531,7 +531,7 @@ pub fn is_tchar(b: u8) -> bool {
 const TCHARS: [bool; 256] = super::alnum_and(b"!#$%&'*+-.^_`|~");
 
 /// Visible ASCII: the request target (RFC 3986 has no room for anything
-/// else, and it keeps `Request::target` valid UTF-8).
+/// else).
 fn is_target_byte(b: u8) -> bool {
     (0x21..=0x7e).contains(&b)
 }
@@ -1590,7 +1590,7 @@ mod tests {
     fn req(method: Method, target: &str, version: Version) -> Request<'_> {
         Request {
             method,
-            target,
+            target: target.as_bytes(),
             version,
             keep_alive: version == Version::Http11,
             authorization: None,
@@ -2129,7 +2129,7 @@ mod tests {
             panic!("a whole request");
         };
         let want = Request {
-            target: "/x",
+            target: b"/x",
             authorization: Some(&b"Bearer t"[..]),
             ..post(b"hi")
         };

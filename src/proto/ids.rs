@@ -21,10 +21,10 @@ pub enum Side {
 
 impl Side {
     /// Parses `a` or `b`.
-    pub fn parse(s: &str) -> Option<Side> {
-        match s {
-            "a" => Some(Side::A),
-            "b" => Some(Side::B),
+    pub fn parse(s: &(impl AsRef<[u8]> + ?Sized)) -> Option<Side> {
+        match s.as_ref() {
+            b"a" => Some(Side::A),
+            b"b" => Some(Side::B),
             _ => None,
         }
     }
@@ -73,12 +73,19 @@ fn is_id(s: &[u8], max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.iter().all(|&b| ID_CHARS[usize::from(b)])
 }
 
+/// True when `s` is a pair id (see [`parse_pair`]); the request path
+/// needs only this, not a copy.
+pub fn is_pair(s: &[u8]) -> bool {
+    is_id(s, PAIR_BYTES_MAX)
+}
+
 /// Parses a pair id, or `None` when it is out of syntax.
-pub fn parse_pair(s: &str) -> Option<PairId> {
-    if !is_id(s.as_bytes(), PAIR_BYTES_MAX) {
+pub fn parse_pair(s: &(impl AsRef<[u8]> + ?Sized)) -> Option<PairId> {
+    let s = s.as_ref();
+    if !is_pair(s) {
         return None;
     }
-    PairId::try_from(s).ok()
+    ascii_string(s)
 }
 
 /// Parses a node name, or `None` when it is out of syntax.

@@ -19,23 +19,38 @@ pub struct PollQuery {
 /// an error. Percent-escapes are decoded first (`timeout_ms=%31` is
 /// `timeout_ms=1`, RFC 3986 §6.2.2.2); a broken escape in a known
 /// parameter's value is an error.
-pub fn parse_poll(query: &str) -> Result<PollQuery, &'static str> {
-    // The query every long poll of a running client sends: `after=N`
-    // alone, read directly (the general loop below reads it the same way,
-    // at several times the cost; a test compares the two).
-    if let Some(digits) = query.strip_prefix("after=") {
-        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Ok(PollQuery {
-                after: parse_number(digits.bytes().map(Some)).unwrap_or(u64::MAX),
-                timeout_ms: None,
-            });
-        }
+pub fn parse_poll(query: &[u8]) -> Result<PollQuery, &'static str> {
+    // The query every long poll of a running client sends, `after=N` or
+    // `after=N&timeout_ms=T`, read directly (the general loop below reads
+    // it the same way at several times the cost; a test and the fuzz
+    // target `poll_query` compare the two).
+    let usual = query.strip_prefix(b"after=").and_then(|rest| {
+        let (after, rest) = leading_number(rest)?;
+        let timeout_ms = match rest {
+            b"" => None,
+            _ => match leading_number(rest.strip_prefix(b"&timeout_ms=")?)? {
+                (t, b"") => Some(t.min(POLL_TIMEOUT_MS_MAX)),
+                _ => return None,
+            },
+        };
+        Some(PollQuery { after, timeout_ms })
+    });
+    match usual {
+        Some(q) => Ok(q),
+        None => parse_general(query),
     }
-    parse_general(query)
+}
+
+/// The decimal number at the start of `s` (at least one digit; saturating
+/// as [`parse_number`]) and the bytes after it.
+fn leading_number(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (number, rest) = s.split_at(digits);
+    Some((parse_number(number.iter().copied().map(Some))?, rest))
 }
 
 /// [`parse_poll`] of any query.
-fn parse_general(query: &str) -> Result<PollQuery, &'static str> {
+fn parse_general(query: &[u8]) -> Result<PollQuery, &'static str> {
     const NOT_A_NUMBER: &str = "after and timeout_ms take decimal numbers";
     let mut after = None;
     let mut timeout_ms = None;
@@ -46,23 +61,22 @@ fn parse_general(query: &str) -> Result<PollQuery, &'static str> {
         if pair.is_empty() {
             continue;
         }
-        let (name, value) = cut(pair, b'=').unwrap_or((pair, ""));
+        let (name, value) = cut(pair, b'=').unwrap_or((pair, b""));
         // Plain names first; escapes are decoded only when there are some.
-        let is = |known: &str| decoded(name).eq(known.bytes().map(Some));
+        let is = |known: &[u8]| decoded(name).eq(known.iter().copied().map(Some));
         let slot = match name {
-            "after" => &mut after,
-            "timeout_ms" => &mut timeout_ms,
-            _ if !name.as_bytes().contains(&b'%') => continue,
-            _ if is("after") => &mut after,
-            _ if is("timeout_ms") => &mut timeout_ms,
+            b"after" => &mut after,
+            b"timeout_ms" => &mut timeout_ms,
+            _ if !name.contains(&b'%') => continue,
+            _ if is(b"after") => &mut after,
+            _ if is(b"timeout_ms") => &mut timeout_ms,
             _ => continue,
         };
         if slot.is_some() {
             return Err("a query parameter is repeated");
         }
-        let number = parse_number(value.bytes().map(Some)).or_else(|| {
+        let number = parse_number(value.iter().copied().map(Some)).or_else(|| {
             value
-                .as_bytes()
                 .contains(&b'%')
                 .then(|| parse_number(decoded(value)))
                 .flatten()
@@ -77,8 +91,8 @@ fn parse_general(query: &str) -> Result<PollQuery, &'static str> {
 
 /// The bytes of `s` with `%XX` escapes decoded; `None` for a `%` not
 /// followed by two hex digits.
-fn decoded(s: &str) -> impl Iterator<Item = Option<u8>> + '_ {
-    let mut bytes = s.bytes();
+fn decoded(s: &[u8]) -> impl Iterator<Item = Option<u8>> + '_ {
+    let mut bytes = s.iter().copied();
     std::iter::from_fn(move || {
         let b = bytes.next()?;
         if b != b'%' {
@@ -114,19 +128,19 @@ mod tests {
     #[test]
     fn good_queries() {
         let q = |after, timeout_ms| Ok(PollQuery { after, timeout_ms });
-        assert_eq!(parse_poll(""), q(0, None));
-        assert_eq!(parse_poll("after=5"), q(5, None));
-        assert_eq!(parse_poll("after=5&timeout_ms=0"), q(5, Some(0)));
-        assert_eq!(parse_poll("timeout_ms=999999"), q(0, Some(120_000)));
-        assert_eq!(parse_poll("_=123&after=2&x"), q(2, None));
-        assert_eq!(parse_poll("after=007"), q(7, None));
+        assert_eq!(parse_poll(b""), q(0, None));
+        assert_eq!(parse_poll(b"after=5"), q(5, None));
+        assert_eq!(parse_poll(b"after=5&timeout_ms=0"), q(5, Some(0)));
+        assert_eq!(parse_poll(b"timeout_ms=999999"), q(0, Some(120_000)));
+        assert_eq!(parse_poll(b"_=123&after=2&x"), q(2, None));
+        assert_eq!(parse_poll(b"after=007"), q(7, None));
         // Percent-escapes of unreserved characters mean those characters.
-        assert_eq!(parse_poll("timeout_ms=%31%30"), q(0, Some(10)));
-        assert_eq!(parse_poll("af%74er=3&timeout%5fms=0"), q(3, Some(0)));
-        assert_eq!(parse_poll("x=%zz&after=1"), q(1, None));
-        assert_eq!(parse_poll("&&after=1&"), q(1, None));
+        assert_eq!(parse_poll(b"timeout_ms=%31%30"), q(0, Some(10)));
+        assert_eq!(parse_poll(b"af%74er=3&timeout%5fms=0"), q(3, Some(0)));
+        assert_eq!(parse_poll(b"x=%zz&after=1"), q(1, None));
+        assert_eq!(parse_poll(b"&&after=1&"), q(1, None));
         assert_eq!(
-            parse_poll("after=99999999999999999999999"),
+            parse_poll(b"after=99999999999999999999999"),
             q(u64::MAX, None)
         );
     }
@@ -143,6 +157,15 @@ mod tests {
             "after=99999999999999999999999",
             "after=",
             "after=1&timeout_ms=5",
+            "after=12&timeout_ms=30000",
+            "after=0&timeout_ms=999999999",
+            "after=0&timeout_ms=99999999999999999999999",
+            "after=1&timeout_ms=",
+            "after=1&timeout_ms=5&",
+            "after=1&timeout_ms=5x",
+            "after=1&timeout_ms=5&after=2",
+            "after=1&timeout_ms=%35",
+            "after=1&timeout_mss=5",
             "after=1&",
             "after=1&after=2",
             "after=1x",
@@ -150,7 +173,7 @@ mod tests {
             "after=+1",
             "after= 1",
         ] {
-            assert_eq!(parse_poll(q), parse_general(q), "{q}");
+            assert_eq!(parse_poll(q.as_bytes()), parse_general(q.as_bytes()), "{q}");
         }
     }
 
@@ -171,7 +194,7 @@ mod tests {
             "after= 1",
             "af%74er=1&after=2",
         ] {
-            assert!(parse_poll(bad).is_err(), "{bad}");
+            assert!(parse_poll(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 }
