@@ -8,7 +8,7 @@ use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, SECRET_BYTES, TOKEN_BYTES_MAX};
 use crate::metrics::{self, Metrics, PeerCounts};
 use crate::proto::cut;
 use crate::proto::http::{Method, Request};
-use crate::proto::ids::{self, Side, Token};
+use crate::proto::ids::{self, Side, Token, TokenCache};
 use crate::proto::json;
 use crate::proto::query;
 use crate::proto::response::Response;
@@ -166,8 +166,8 @@ fn parse_ids<'a>(pair: &'a [u8], side: &[u8]) -> Result<(&'a [u8], Side), Respon
 }
 
 /// The bearer token of a request, or 401.
-fn bearer(request: &Request) -> Result<Token, Response> {
-    bearer_token(request).ok_or_else(|| {
+fn bearer<'c>(request: &Request, tokens: &'c mut TokenCache) -> Result<&'c Token, Response> {
+    bearer_token(request, tokens).ok_or_else(|| {
         Response::error(
             401,
             "unauthorized",
@@ -176,9 +176,10 @@ fn bearer(request: &Request) -> Result<Token, Response> {
     })
 }
 
-/// The bearer token of a request, if it has one of this server's form.
-fn bearer_token(request: &Request) -> Option<Token> {
-    Token::parse(bearer_value(request.authorization?)?)
+/// The bearer token of a request, if it has one of this server's form;
+/// `tokens` remembers the connection's last one.
+fn bearer_token<'c>(request: &Request, tokens: &'c mut TokenCache) -> Option<&'c Token> {
+    tokens.parse(bearer_value(request.authorization?)?)
 }
 
 /// The token bytes of `Bearer <token>` (scheme case-insensitive).
@@ -240,17 +241,19 @@ impl<W> Api<W> {
     }
 
     /// Handles one request at `now` (monotonic) and `wall_ms` (wall clock,
-    /// for claims). `secret` draws fresh randomness (for a token or a pair
-    /// id); `make_waiter` is called when the answer comes later.
+    /// for claims). `tokens` is the connection's memo of its last token;
+    /// `secret` draws fresh randomness (for a token or a pair id);
+    /// `make_waiter` is called when the answer comes later.
     pub fn handle(
         &mut self,
         now: u64,
         wall_ms: u64,
         request: &Request,
+        tokens: &mut TokenCache,
         secret: &mut dyn FnMut() -> Option<[u8; SECRET_BYTES]>,
         make_waiter: impl FnOnce() -> W,
     ) -> Handled {
-        match self.dispatch(now, wall_ms, request, secret, make_waiter) {
+        match self.dispatch(now, wall_ms, request, tokens, secret, make_waiter) {
             Ok(Started::Done(reply)) => Handled::Respond(reply_response(reply)),
             Ok(Started::Waiting(cancel)) => Handled::Wait(cancel),
             Err(response) => Handled::Respond(response),
@@ -262,6 +265,7 @@ impl<W> Api<W> {
         now: u64,
         wall_ms: u64,
         request: &Request,
+        tokens: &mut TokenCache,
         secret: &mut dyn FnMut() -> Option<[u8; SECRET_BYTES]>,
         make_waiter: impl FnOnce() -> W,
     ) -> Result<Started, Response> {
@@ -328,26 +332,26 @@ impl<W> Api<W> {
             Route::Session(pair, side) => {
                 let (pair, side) = parse_ids(pair, side)?;
                 if method == Method::Delete {
-                    let token = bearer(request)?;
-                    self.node.leave(now, &pair, side, &token, make_waiter)
+                    let token = bearer(request, tokens)?;
+                    self.node.leave(now, &pair, side, token, make_waiter)
                 } else {
                     // A join is not an authenticated call: a token that is
                     // not ours is just not a resume.
-                    let auth = bearer_token(request);
+                    let auth = bearer_token(request, tokens);
                     let fresh = secret().ok_or_else(no_randomness)?;
                     let pair = ids::parse_pair(pair).ok_or_else(|| {
                         Response::error(500, "internal", "a checked pair id did not parse")
                     })?;
                     self.node
-                        .join(now, wall_ms, &pair, side, auth.as_ref(), fresh, make_waiter)
+                        .join(now, wall_ms, &pair, side, auth, fresh, make_waiter)
                 }
             }
             Route::Events(pair, side) => {
                 let (pair, side) = parse_ids(pair, side)?;
                 let q = query::parse_poll(query).map_err(|m| malformed("bad_query", m))?;
-                let token = bearer(request)?;
+                let token = bearer(request, tokens)?;
                 self.node
-                    .poll(now, &pair, side, &token, q.after, q.timeout_ms, make_waiter)
+                    .poll(now, &pair, side, token, q.after, q.timeout_ms, make_waiter)
             }
             Route::Messages(pair, side) => {
                 let (pair, side) = parse_ids(pair, side)?;
@@ -365,9 +369,9 @@ impl<W> Api<W> {
                 let data = std::str::from_utf8(request.body).map_err(|_| {
                     Response::error(400, "bad_utf8", "the message body must be UTF-8 text")
                 })?;
-                let token = bearer(request)?;
+                let token = bearer(request, tokens)?;
                 self.node
-                    .send(now, &pair, side, &token, key, data.into(), make_waiter)
+                    .send(now, &pair, side, token, key, data.into(), make_waiter)
             }
         };
         Ok(started)

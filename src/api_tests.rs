@@ -49,7 +49,7 @@ fn respond(api: &mut Api<u32>, req: &Request) -> Response {
         n += 1;
         Some([n; 16])
     };
-    match api.handle(0, 0, req, &mut secret, || 1) {
+    match api.handle(0, 0, req, &mut TokenCache::default(), &mut secret, || 1) {
         Handled::Respond(r) => r,
         Handled::Wait(h) => panic!("waiting: {h:?}"),
     }

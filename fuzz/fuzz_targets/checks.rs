@@ -18,7 +18,7 @@ use pairlink::limits::{
 };
 use pairlink::proto::http::{Framer, HttpError, Limits, Method, Progress, Request, Version};
 use pairlink::proto::ids::{
-    base64url, decode_secret, parse_node_name, parse_pair, Side, Token, SECRET_CHARS,
+    base64url, decode_secret, parse_node_name, parse_pair, Side, Token, TokenCache, SECRET_CHARS,
 };
 use pairlink::proto::json::{error_body, write_str, write_u64};
 use pairlink::proto::query::{parse_poll, PollQuery};
@@ -595,6 +595,10 @@ struct Sim {
     next_secret: u64,
     /// The next draw from the random source fails.
     secret_fails: bool,
+    /// One token memo for every request, as if all came on one
+    /// connection: tokens of many sessions, forged ones and none follow
+    /// each other, and every answer must still be the model's.
+    tokens: TokenCache,
 }
 
 /// Error codes a request may get without a valid token for its session:
@@ -656,6 +660,7 @@ impl Sim {
             next_waiter: 0,
             next_secret: 0,
             secret_fails: false,
+            tokens: TokenCache::default(),
         }
     }
 
@@ -921,6 +926,7 @@ impl Sim {
             self.now,
             wall_ms,
             &request,
+            &mut self.tokens,
             &mut || fresh.take(),
             move || waiter,
         );

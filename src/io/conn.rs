@@ -15,6 +15,7 @@ use crate::api::{self, Handled};
 use crate::core::CancelKey;
 use crate::limits::{HEAD_BYTES_MAX, IDLE_BUFFER_BYTES_MAX, PIPELINE_BYTES_MAX, READ_CHUNK_BYTES};
 use crate::proto::http::{Framed, Framer, HttpError, Method, Progress};
+use crate::proto::ids::TokenCache;
 use crate::proto::response::{self, Cors, Response};
 use smol::future;
 use std::io::{self, Read};
@@ -52,6 +53,7 @@ pub fn serve(shared: Rc<Shared>, stream: Io<TcpStream>) -> impl std::future::Fut
         charged: 0,
         idle: Timer::never(),
         in_flight: None,
+        tokens: TokenCache::default(),
     };
     async move {
         if let Err(e) = conn.run().await {
@@ -86,6 +88,8 @@ struct Conn {
     /// in when the drain began is answered (`503 shutting_down`) rather
     /// than cut off.
     in_flight: Option<InFlight>,
+    /// The last bearer token this connection sent, parsed.
+    tokens: TokenCache,
 }
 
 impl Drop for Conn {
@@ -156,7 +160,7 @@ impl Conn {
             // request without `Host` and to any with more than one.
             return Err(HttpError::BadRequest);
         }
-        let (handled, wait) = self.shared.handle(&request);
+        let (handled, wait) = self.shared.handle(&request, &mut self.tokens);
         let done = (
             handled,
             wait,

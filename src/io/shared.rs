@@ -15,7 +15,7 @@ use crate::core::{CancelKey, Millis, Output};
 use crate::limits::SECRET_BYTES;
 use crate::limits::{HEAD_BYTES_MAX, TARGET_BYTES_MAX};
 use crate::proto::http::{self, Request};
-use crate::proto::ids::NodeName;
+use crate::proto::ids::{NodeName, TokenCache};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -91,16 +91,23 @@ impl Shared {
 
     /// Runs one request through the API. A waiting poll comes back with the
     /// future its answer arrives on.
-    pub fn handle(&self, request: &Request) -> (Handled, Option<Wait>) {
+    pub fn handle(&self, request: &Request, tokens: &mut TokenCache) -> (Handled, Option<Wait>) {
         let now = self.now_ms();
         let mut wait = None;
         let mut api = self.api.borrow_mut();
         let mut random = self.random.borrow_mut();
-        let handled = api.handle(now, wall_ms(), request, &mut || random.secret(), || {
-            let (waiter, w) = waiter::pair();
-            wait = Some(w);
-            waiter
-        });
+        let handled = api.handle(
+            now,
+            wall_ms(),
+            request,
+            tokens,
+            &mut || random.secret(),
+            || {
+                let (waiter, w) = waiter::pair();
+                wait = Some(w);
+                waiter
+            },
+        );
         self.after_core_call(&mut api);
         (handled, wait)
     }
