@@ -400,7 +400,7 @@ mod tests {
             one_byte_off,
             format!("{first}A").into_bytes(),
             second.into_bytes(),
-            first[..first.len() - 1].as_bytes().to_vec(),
+            first.as_bytes()[..first.len() - 1].to_vec(),
             first.into_bytes(),
             vec![b'n'; 200],
         ];
