@@ -16,7 +16,9 @@ use pairlink::limits::{
     HEAD_BYTES_MAX, NODE_NAME_BYTES_MAX, PAIR_BYTES_MAX, POLL_TIMEOUT_MS_MAX, SECRET_BYTES,
     TARGET_BYTES_MAX, TOKEN_BYTES_MAX,
 };
-use pairlink::proto::http::{Framer, HttpError, Limits, Method, Progress, Request, Version};
+use pairlink::proto::http::{
+    frame_whole, Framer, HttpError, Limits, Method, Progress, Request, Version,
+};
 use pairlink::proto::ids::{
     base64url, decode_secret, parse_node_name, parse_pair, Side, Token, TokenCache, SECRET_CHARS,
 };
@@ -100,7 +102,14 @@ fn frame(limits: Limits, stream: &[u8], step: usize) -> Framed {
         // Each pass consumes at least one byte or leaves the loop, so the
         // loop is bounded by the bytes buffered.
         loop {
-            match framer.advance(&buf) {
+            // The one-pass reading of a whole request (the server's usual
+            // path) gives what the framer gives.
+            let whole = frame_whole(&limits, &buf);
+            let advanced = framer.advance(&buf);
+            if let Some((request, consumed)) = whole {
+                assert_eq!(advanced, Ok(Progress::Complete { request, consumed }));
+            }
+            match advanced {
                 Ok(Progress::NeedMore) => break,
                 Ok(Progress::HeadComplete { .. }) => {
                     assert!(!announced, "HeadComplete twice for one request");

@@ -14,7 +14,7 @@ use super::Shared;
 use crate::api::{self, Handled};
 use crate::core::CancelKey;
 use crate::limits::{HEAD_BYTES_MAX, IDLE_BUFFER_BYTES_MAX, PIPELINE_BYTES_MAX, READ_CHUNK_BYTES};
-use crate::proto::http::{Framed, Framer, HttpError, Method, Progress};
+use crate::proto::http::{self, Framed, Framer, HttpError, Method, Progress};
 use crate::proto::ids::TokenCache;
 use crate::proto::response::{self, Cors, Response};
 use smol::future;
@@ -203,8 +203,8 @@ impl Conn {
     }
 
     /// Reads the next request. The usual one arrives whole in one read
-    /// and is framed at once; only one split across reads takes the
-    /// general path, whose framer and head timer live in a boxed future
+    /// and is framed at once; only one split across reads, or a malformed
+    /// one (refused from there), takes the general path, whose framer and head timer live in a boxed future
     /// (kept out of every connection's task, and not allocated for each
     /// request). Until the first byte the connection may be idle for the
     /// header timeout, then it closes without a word.
@@ -246,14 +246,12 @@ impl Conn {
         }
     }
 
-    /// The request at the front of the buffer if it is all there, or the
-    /// refusal of a malformed one; `None` when more bytes are needed.
+    /// The request at the front of the buffer if it is all there and of
+    /// the usual form ([`http::frame_whole`]); `None` for anything else
+    /// (more bytes needed, a malformed request), which the framer reads.
     fn frame_whole(&self) -> Option<Read_> {
-        match Framer::new(self.shared.http_limits).advance(&self.buf) {
-            Ok(Progress::Complete { request, consumed }) => Some(Read_::Request(request, consumed)),
-            Ok(Progress::HeadComplete { .. } | Progress::NeedMore) => None,
-            Err(e) => Some(refusal(e)),
-        }
+        let (request, consumed) = http::frame_whole(&self.shared.http_limits, &self.buf)?;
+        Some(Read_::Request(request, consumed))
     }
 
     /// Reads until a whole request is framed, within the header timeout
