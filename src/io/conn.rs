@@ -203,8 +203,9 @@ impl Conn {
     }
 
     /// Reads the next request. The usual one arrives whole in one read
-    /// and is framed at once; only one split across reads, or a malformed
-    /// one (refused from there), takes the general path, whose framer and head timer live in a boxed future
+    /// and is framed at once ([`http::frame_whole`]); only one split
+    /// across reads, or a malformed one (refused from there), takes the
+    /// general path, whose framer and head timer live in a boxed future
     /// (kept out of every connection's task, and not allocated for each
     /// request). Until the first byte the connection may be idle for the
     /// header timeout, then it closes without a word.
@@ -238,20 +239,12 @@ impl Conn {
         if self.in_flight.is_none() {
             self.in_flight = Some(self.shared.in_flight());
         }
-        match self.frame_whole() {
-            Some(read) => Ok(read),
+        match http::frame_whole(&self.shared.http_limits, &self.buf) {
+            Some((framed, consumed)) => Ok(Read_::Request(framed, consumed)),
             // Boxed: the framer and the header timer live only while a
             // request is being read, not while a poll waits.
             None => Box::pin(self.read_request()).await,
         }
-    }
-
-    /// The request at the front of the buffer if it is all there and of
-    /// the usual form ([`http::frame_whole`]); `None` for anything else
-    /// (more bytes needed, a malformed request), which the framer reads.
-    fn frame_whole(&self) -> Option<Read_> {
-        let (request, consumed) = http::frame_whole(&self.shared.http_limits, &self.buf)?;
-        Some(Read_::Request(request, consumed))
     }
 
     /// Reads until a whole request is framed, within the header timeout

@@ -7,11 +7,11 @@ pub mod query;
 pub mod response;
 pub mod swar;
 
-/// Splits `s` at the first `sep`, like `str::split_once` with a char, but as an eight-bytes-a-time search: the request targets
-/// and queries this cuts are a few dozen bytes, where the general
-/// searcher's set-up costs more than the search, and a byte loop over the
-/// whole target (the `?` search) was 2.5 % of a relay's user time
-/// (BENCHMARKS.md, profile).
+/// Splits `s` at the first `sep`, like `str::split_once` with a char, but
+/// as an eight-bytes-a-time search: the request targets and queries this
+/// cuts are a few dozen bytes, where the general searcher's set-up costs
+/// more than the search, and a byte loop over the whole target (the `?`
+/// search) was 2.5 % of a relay's user time (BENCHMARKS.md, profile).
 pub fn cut(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
     let i = swar::find(s, |w| swar::eq(w, sep), |b| b == sep)?;
     Some((s.get(..i)?, s.get(i + 1..)?))
