@@ -31,36 +31,59 @@ pub struct WaitingPoll<W> {
 }
 
 /// A session handler.
+///
+/// Laid out by hand (`repr(C)`), a cache line at a time: a relayed message
+/// reads two sessions that are rarely in cache (one of hundreds of pairs),
+/// and with the fields where the compiler puts them it touched every line
+/// of both. What a send, a delivery and a poll read comes first, in the
+/// three lines the alignment gives it (BENCHMARKS.md, the sixth round).
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Session<W> {
-    /// Pair id.
-    pub pair: PairId,
-    /// Side.
-    pub side: Side,
-    /// Generation (see [`Addr`]).
-    pub gen: u64,
+    // Line 0: what authenticates a request and what a delivery updates
+    // (and the join's claim, which fills the line).
     /// The token's secret.
     pub secret: [u8; SECRET_BYTES],
-    /// Highest seq issued.
-    pub last_seq: u64,
-    /// Events not yet acknowledged, in seq order.
-    pub events: VecDeque<Event>,
+    /// Generation (see [`Addr`]).
+    pub gen: u64,
     /// Sum of [`Event::data_bytes`] over `events`.
     pub data_bytes: usize,
-    /// The waiting poll, if any (at most one, API.md §2).
-    pub poll: Option<WaitingPoll<W>>,
+    /// Highest seq issued.
+    pub last_seq: u64,
     /// When this session next needs attention: its poll's timeout while a
     /// poll waits, else its expiry.
     pub deadline: Millis,
     /// The deadline the timer set holds for this session (<= `deadline`).
     pub timer_at: Millis,
-    /// The linked peer handler; `Some` means the peer is online.
-    pub peer: Option<Addr>,
-    /// The linked peer's claim (hybrid logical clock at its join).
-    pub peer_hlc: u64,
     /// This session's claim to its side: the hybrid logical clock at its
     /// join. Of two claims to one side, the smaller `(hlc, node, key)` wins.
     pub hlc: u64,
+    // Line 1: the waiting poll and the buffer, the side and the flags.
+    /// The waiting poll, if any (at most one, API.md §2).
+    pub poll: Option<WaitingPoll<W>>,
+    /// Events not yet acknowledged, in seq order.
+    pub events: VecDeque<Event>,
+    /// Side.
+    pub side: Side,
+    /// Its join is not answered yet (lookups are out): it may still lose
+    /// its side to a better claim, and end unread.
+    pub joining: bool,
+    /// A link was refused for want of room for its events: once the
+    /// client acknowledges some, the session looks for its peer again.
+    pub link_refused: bool,
+    // Line 2: the link and the pair id (up to 32 bytes of it).
+    /// The linked peer handler; `Some` means the peer is online.
+    pub peer: Option<Addr>,
+    /// Pair id.
+    pub pair: PairId,
+    // Then what only joins, links and idempotency keys read.
+    /// The linked peer's claim (hybrid logical clock at its join).
+    pub peer_hlc: u64,
+    /// Acknowledgements of the messages put into it while `joining`, held
+    /// until the join is answered (sent as delivered), or the session ends
+    /// first (sent as `peer_offline`): a message must not be acknowledged
+    /// into a session no client will ever read. At most one per message.
+    pub(crate) held: Vec<Held<W>>,
     /// Idempotency keys of the last messages sent, oldest first. Allocated
     /// only when a client uses keys.
     pub idempotency_keys: VecDeque<Box<[u8]>>,
@@ -68,17 +91,6 @@ pub struct Session<W> {
     /// nodes, with the sending handle, so a retried `Deliver` is not
     /// buffered twice. Bounded like `idempotency_keys`.
     pub received_keys: VecDeque<(u16, u32, u64, Box<[u8]>)>,
-    /// A link was refused for want of room for its events: once the
-    /// client acknowledges some, the session looks for its peer again.
-    pub link_refused: bool,
-    /// Its join is not answered yet (lookups are out): it may still lose
-    /// its side to a better claim, and end unread.
-    pub joining: bool,
-    /// Acknowledgements of the messages put into it while `joining`, held
-    /// until the join is answered (sent as delivered), or the session ends
-    /// first (sent as `peer_offline`): a message must not be acknowledged
-    /// into a session no client will ever read. At most one per message.
-    pub(crate) held: Vec<Held<W>>,
 }
 
 impl<W> Session<W> {
@@ -182,6 +194,42 @@ mod tests {
         assert_eq!(s.events.front().map(|e| e.seq), Some(3));
         assert_eq!(s.acknowledge(3), (1, 2));
         assert!(s.events.is_empty());
+    }
+
+    /// The fields a relayed message reads stay in the first three cache
+    /// lines (see [`Session`]), with the waiter the node keeps for a
+    /// driver's one-pointer waiter.
+    #[test]
+    fn what_a_message_reads_is_in_three_cache_lines() {
+        use std::mem::{offset_of, size_of};
+        type S = Session<super::super::node::Waiter<std::rc::Rc<()>>>;
+        let line = |offset: usize| offset / 64;
+        assert_eq!(std::mem::align_of::<S>(), 64);
+        let line0 = [
+            offset_of!(S, secret),
+            offset_of!(S, gen),
+            offset_of!(S, data_bytes),
+            offset_of!(S, last_seq),
+            offset_of!(S, deadline),
+            offset_of!(S, timer_at) + size_of::<Millis>() - 1,
+        ];
+        assert!(line0.iter().all(|&o| line(o) == 0), "{line0:?}");
+        let line1 = [
+            offset_of!(S, poll),
+            offset_of!(S, events),
+            offset_of!(S, side),
+            offset_of!(S, joining),
+            offset_of!(S, link_refused),
+        ];
+        assert!(line1.iter().all(|&o| line(o) == 1), "{line1:?}");
+        assert_eq!(
+            line(offset_of!(S, events) + size_of::<VecDeque<Event>>() - 1),
+            1
+        );
+        assert_eq!(line(offset_of!(S, peer)), 2);
+        // The pair id's length and its first 32 bytes.
+        assert_eq!(line(offset_of!(S, pair)), 2);
+        assert!(offset_of!(S, pair) + 8 + 32 <= 3 * 64);
     }
 
     #[test]
