@@ -28,6 +28,7 @@
 //! rare, on its own thread.
 
 mod executor;
+mod prefetch;
 mod reactor;
 mod source;
 mod timer;
@@ -164,6 +165,34 @@ mod tests {
         })
         .unwrap();
         assert!(elapsed >= Duration::from_millis(65), "{elapsed:?}");
+    }
+
+    /// A registered timer polled by another task (another waker) before
+    /// its deadline must wake that one: the poll that skips the reactor
+    /// is only for the same waker.
+    #[test]
+    fn a_timer_moved_to_another_task_wakes_that_task() {
+        let ex = LocalExecutor::new();
+        let start = Instant::now();
+        let elapsed = block_on(ex.run(async {
+            let mut t = Timer::after(Duration::from_millis(30));
+            // Registered with this (the main future's) waker.
+            assert!(future::poll_once(&mut t).await.is_none());
+            let moved = ex.spawn(async move {
+                t.await;
+                start.elapsed()
+            });
+            // Bounded: a timer still waking the first task would leave
+            // the second waiting for ever.
+            future::or(async { Some(moved.await) }, async {
+                Timer::after(Duration::from_secs(2)).await;
+                None
+            })
+            .await
+        }))
+        .unwrap()
+        .expect("the task that awaits the timer was never woken");
+        assert!(elapsed >= Duration::from_millis(30), "{elapsed:?}");
     }
 
     #[test]
