@@ -4,16 +4,36 @@
 use super::reactor::{Reactor, TimerId};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
+
+/// A timer's registration with the reactor.
+#[derive(Debug)]
+struct Registration {
+    id: TimerId,
+    /// The deadline registered: earlier than `at` after a lazy reset.
+    at: Instant,
+    /// The waker registered, by identity (data and vtable addresses, what
+    /// `Waker::will_wake` compares): a poll with the same one before `at`
+    /// has nothing to tell the reactor.
+    waker: (usize, usize),
+}
+
+/// A waker's identity (see [`Registration::waker`]).
+fn identity(waker: &Waker) -> (usize, usize) {
+    (
+        waker.data() as usize,
+        waker.vtable() as *const RawWakerVTable as usize,
+    )
+}
 
 /// A future that completes at a deadline (or never), like smol's `Timer`.
 /// It registers on first poll and deregisters when dropped or moved.
 #[derive(Debug)]
 pub struct Timer {
     at: Option<Instant>,
-    /// The id it is registered under, once polled.
-    id: Option<TimerId>,
+    /// Where and how it is registered, once polled.
+    reg: Option<Registration>,
     /// Made as `now + every`: such timers are kept in deadline order per
     /// duration, at O(1) (the reactor's lanes).
     every: Option<Duration>,
@@ -25,7 +45,7 @@ impl Timer {
     pub fn after(d: Duration) -> Timer {
         Timer {
             at: Some(from_now(d)),
-            id: None,
+            reg: None,
             every: Some(d),
         }
     }
@@ -34,7 +54,7 @@ impl Timer {
     pub fn at(at: Instant) -> Timer {
         Timer {
             at: Some(at),
-            id: None,
+            reg: None,
             every: None,
         }
     }
@@ -43,7 +63,7 @@ impl Timer {
     pub fn never() -> Timer {
         Timer {
             at: None,
-            id: None,
+            reg: None,
             every: None,
         }
     }
@@ -62,7 +82,7 @@ impl Timer {
     /// connection's idle timer, reset for every request, so touches the
     /// reactor about once per `d`, not twice per request.
     pub fn reset_after(&mut self, d: Duration) {
-        if self.id.is_some() && self.every == Some(d) {
+        if self.reg.is_some() && self.every == Some(d) {
             self.at = Some(from_now(d));
         } else {
             self.set_after(d);
@@ -70,8 +90,8 @@ impl Timer {
     }
 
     fn deregister(&mut self) {
-        if let Some(id) = self.id.take() {
-            Reactor::with_current(|r| r.remove_timer(id));
+        if let Some(reg) = self.reg.take() {
+            Reactor::with_current(|r| r.remove_timer(reg.id));
         }
     }
 }
@@ -98,24 +118,35 @@ impl Future for Timer {
         let Some(at) = self.at else {
             return Poll::Pending;
         };
+        let waker = identity(cx.waker());
         // No event loop on this thread (`block_on` makes it first): never.
-        Reactor::with_current(|reactor| match self.id {
-            Some(id) if reactor.update_timer(id, cx.waker()) => Poll::Pending,
+        Reactor::with_current(|reactor| match &mut self.reg {
+            // Not due yet, so not fired (the reactor fires what is due by
+            // its clock, which only advances), and the same waker: the
+            // registration stands, and its slot is not touched (a
+            // connection's idle timer is polled for every request).
+            Some(reg) if reg.waker == waker && reg.at > reactor.now() => Poll::Pending,
+            Some(reg) if reactor.update_timer(reg.id, cx.waker()) => {
+                reg.waker = waker;
+                Poll::Pending
+            }
             Some(_) => {
                 // Fired: its slot is gone already.
-                self.id = None;
+                self.reg = None;
                 if at > reactor.now() {
                     // Registered before `reset_after` moved the deadline:
                     // register what is left, out of the lanes' order.
                     self.every = None;
-                    self.id = Some(reactor.insert_timer(at, None, cx.waker()));
+                    let id = reactor.insert_timer(at, None, cx.waker());
+                    self.reg = Some(Registration { id, at, waker });
                     return Poll::Pending;
                 }
                 self.at = None;
                 Poll::Ready(reactor.now())
             }
             None => {
-                self.id = Some(reactor.insert_timer(at, self.every, cx.waker()));
+                let id = reactor.insert_timer(at, self.every, cx.waker());
+                self.reg = Some(Registration { id, at, waker });
                 Poll::Pending
             }
         })
