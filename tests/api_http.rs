@@ -89,6 +89,42 @@ fn pipelined_requests_are_answered_in_order() {
     c.expect_silent(Duration::from_millis(200));
 }
 
+/// A request whole in one read is answered straight from the read; one
+/// split over reads, or one whole with part of the next behind it, is
+/// kept until it is whole. Every mix of the three on one connection gives
+/// the same answers, in order.
+#[test]
+fn requests_whole_split_or_straddling_reads_are_answered_alike() {
+    let server = Server::start(&[]);
+    let mut c = server.conn();
+    let health = build_request("GET", "/healthz", &[], None);
+    let missing = build_request("GET", "/nope", &[], None);
+    let pause = || std::thread::sleep(Duration::from_millis(40));
+    // Whole.
+    c.send(&health);
+    assert_eq!(c.read_response().status, 200);
+    // Split in three reads, the cut inside the request line and then
+    // inside the headers.
+    for piece in [&missing[..7], &missing[7..20], &missing[20..]] {
+        c.send(piece);
+        pause();
+    }
+    assert_error(&c.read_response(), 404, "not_found");
+    // Whole, with the first half of the next one behind it in the same
+    // read; then the rest.
+    let mut burst = health.clone();
+    burst.extend_from_slice(&missing[..missing.len() / 2]);
+    c.send(&burst);
+    pause();
+    c.send(&missing[missing.len() / 2..]);
+    assert_eq!(c.read_response().status, 200);
+    assert_error(&c.read_response(), 404, "not_found");
+    // Whole again, after the buffer emptied.
+    c.send(&missing);
+    assert_error(&c.read_response(), 404, "not_found");
+    c.expect_silent(Duration::from_millis(100));
+}
+
 #[test]
 fn pipelined_request_behind_a_waiting_poll_waits_for_it() {
     let server = Server::start(&[]);

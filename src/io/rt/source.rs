@@ -64,7 +64,13 @@ impl<T: AsFd> Io<T> {
     /// Waits until the socket may be readable (it may still say
     /// `WouldBlock`; see [`Io::read_with`]).
     pub async fn readable(&self) {
-        poll_fn(|cx| self.reactor.poll_ready(self.key, Dir::Read, cx)).await;
+        poll_fn(|cx| self.poll_readable(cx)).await;
+    }
+
+    /// [`Io::readable`] as a poll: ready, or pending with `cx`'s waker
+    /// kept for the next read edge.
+    pub fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.reactor.poll_ready(self.key, Dir::Read, cx)
     }
 
     async fn writable(&self) {
