@@ -21,8 +21,11 @@
 //! - [`io`]: the thin driver: its own event loop and executor (`io::rt`),
 //!   listener, connections, timers, signals.
 //! - [`systemd`]: `sd_notify` (READY, STATUS, WATCHDOG, STOPPING) with std alone.
-// One function may use `unsafe`: taking the socket-activated listener fd
-// (`systemd::take_fd3`), which std cannot do safely. Nothing else.
+// Two functions may use `unsafe`, one line each: taking the
+// socket-activated listener fd (`systemd::take_fd3`), which std cannot do
+// safely, and a cache prefetch hint (`io::rt::prefetch`), an intrinsic
+// that reads nothing but that std only offers as `unsafe` outside a
+// `target_feature` function. Nothing else.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -183,8 +183,9 @@ fn listen_fds(var: impl Fn(&str) -> Option<String>, pid: u32) -> Option<u32> {
     (for_pid == pid && count >= 1).then_some(count)
 }
 
-/// The first passed file descriptor, as `sd_listen_fds(3)` defines it. The
-/// crate's one `unsafe` line: std has no safe way to adopt an inherited fd.
+/// The first passed file descriptor, as `sd_listen_fds(3)` defines it. One
+/// of the crate's two `unsafe` lines (see `lib.rs`): std has no safe way to
+/// adopt an inherited fd.
 #[allow(unsafe_code)]
 fn take_fd3() -> std::net::TcpListener {
     use std::os::fd::FromRawFd;
