@@ -69,6 +69,15 @@ pub fn serve(shared: Rc<Shared>, stream: Io<TcpStream>) -> impl std::future::Fut
 /// whether to close after it, and whether it was a HEAD.
 type Done = (Handled, Option<Wait>, bool, bool);
 
+/// What the read into the scratch buffer with nothing buffered gave (see
+/// [`Conn::read_next`]).
+enum FirstRead {
+    /// The end of the stream, or a request answered from the scratch buffer.
+    Done(Read_),
+    /// Bytes kept in the buffer, and what framing them gave.
+    Buffered(Option<(Framed, usize)>),
+}
+
 /// What reading a request gave.
 enum Read_ {
     /// A request at the front of the buffer, `consumed` bytes long.
@@ -226,7 +235,10 @@ impl Conn {
     /// untouched). Anything else is kept in the buffer and framed from
     /// there.
     async fn read_next(&mut self) -> io::Result<Read_> {
-        if self.buf.is_empty() {
+        // What framing the bytes of this call's read gave, when they are
+        // all the buffer holds: not done a second time. (Bound after the
+        // read's await, so that it is not part of the task's state.)
+        let framed_read = if self.buf.is_empty() {
             self.idle.reset_after(self.shared.header_timeout);
             let Conn {
                 shared,
@@ -239,37 +251,41 @@ impl Conn {
             } = self;
             let read = read_or_timeout(stream, idle, |bytes| {
                 if bytes.is_empty() {
-                    return Some(Read_::Closed);
+                    return FirstRead::Done(Read_::Closed);
                 }
                 in_flight.get_or_insert_with(|| shared.in_flight());
                 match http::frame_whole(&shared.http_limits, bytes) {
                     Some((framed, n)) if n == bytes.len() => {
-                        Some(Read_::Handled(handle(shared, tokens, framed, bytes)))
+                        FirstRead::Done(Read_::Handled(handle(shared, tokens, framed, bytes)))
                     }
-                    _ => {
+                    framed => {
                         buf.extend_from_slice(bytes);
-                        None
+                        FirstRead::Buffered(framed)
                     }
                 }
             })
             .await;
             match read {
                 None => return Ok(Read_::Closed),
-                Some(Ok(Some(done))) => return Ok(done),
-                Some(Ok(None)) if !self.charge() => return Ok(overloaded()),
-                Some(Ok(None)) => {}
+                Some(Ok(FirstRead::Done(done))) => return Ok(done),
+                Some(Ok(FirstRead::Buffered(_))) if !self.charge() => return Ok(overloaded()),
+                Some(Ok(FirstRead::Buffered(framed))) => Some(framed),
                 Some(Err(e)) => return Err(e),
             }
-        }
+        } else {
+            None
+        };
         if self.in_flight.is_none() {
             self.in_flight = Some(self.shared.in_flight());
         }
-        match http::frame_whole(&self.shared.http_limits, &self.buf) {
-            Some((framed, consumed)) => Ok(Read_::Request(framed, consumed)),
-            // Boxed: the framer and the header timer live only while a
-            // request is being read, not while a poll waits.
-            None => Box::pin(self.read_request()).await,
+        let whole =
+            framed_read.unwrap_or_else(|| http::frame_whole(&self.shared.http_limits, &self.buf));
+        if let Some((framed, consumed)) = whole {
+            return Ok(Read_::Request(framed, consumed));
         }
+        // Boxed: the framer and the header timer live only while a request
+        // is being read, not while a poll waits.
+        Box::pin(self.read_request()).await
     }
 
     /// Reads until a whole request is framed, within the header timeout
