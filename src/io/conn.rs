@@ -166,7 +166,7 @@ impl Conn {
     /// Runs the framed request at the front of the buffer through the API,
     /// then drops its `consumed` bytes (the request borrows them until
     /// then).
-    fn handle(&mut self, framed: Framed, consumed: usize) -> Result<Done, HttpError> {
+    fn handle_buffered(&mut self, framed: Framed, consumed: usize) -> Result<Done, HttpError> {
         let done = handle(&self.shared, &mut self.tokens, framed, &self.buf);
         self.buf.drain(..consumed);
         release_spare(&mut self.buf);
@@ -215,7 +215,9 @@ impl Conn {
     /// the header timeout, or a request refused (answered here).
     async fn next_request(&mut self) -> io::Result<Option<Result<Done, HttpError>>> {
         let (status, code, message) = match self.read_next().await? {
-            Read_::Request(framed, consumed) => return Ok(Some(self.handle(framed, consumed))),
+            Read_::Request(framed, consumed) => {
+                return Ok(Some(self.handle_buffered(framed, consumed)))
+            }
             Read_::Handled(done) => return Ok(Some(done)),
             Read_::Closed => return Ok(None),
             Read_::Refuse(status, code, message) => (status, code, message),
