@@ -23,7 +23,7 @@
 //! - [`systemd`]: `sd_notify` (READY, STATUS, WATCHDOG, STOPPING) with std alone.
 // Two functions may use `unsafe`, one line each: taking the
 // socket-activated listener fd (`systemd::take_fd3`), which std cannot do
-// safely, and a cache prefetch hint (`io::rt::prefetch`), an intrinsic
+// safely, and a cache prefetch hint (`prefetch`), an intrinsic
 // that reads nothing but that std only offers as `unsafe` outside a
 // `target_feature` function. Nothing else.
 #![deny(unsafe_code)]
@@ -38,5 +38,6 @@ pub mod io;
 pub mod limits;
 pub mod logger;
 pub mod metrics;
+pub mod prefetch;
 pub mod proto;
 pub mod systemd;

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -44,6 +44,16 @@ thread_local! {
     static EXECUTORS: RefCell<Vec<(u64, Weak<Inner>)>> = const { RefCell::new(Vec::new()) };
     /// Inside [`defer_wakes`].
     static DEFER: Cell<bool> = const { Cell::new(false) };
+    /// What the task being polled said it will read first when it runs
+    /// again ([`hint`]).
+    static HINT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Says that the task being polled, once woken, will first read the cache
+/// line at `addr` (the readiness of the socket it waits on): that line is
+/// prefetched with the task's future and slot when the task is next to run.
+pub(super) fn hint(addr: usize) {
+    HINT.with(|h| h.set(addr));
 }
 
 /// Runs `f`; tasks it wakes go to the back of the run queue, not to the
@@ -104,12 +114,20 @@ struct TaskRef {
     /// is woken and when it is next in the queue (see [`Inner::tick`]).
     future_at: usize,
     future_bytes: usize,
+    /// Where the task's slot was, and the line it said it reads first
+    /// ([`hint`]), when it last ran: prefetched with the future.
+    slot_at: usize,
+    hint_at: usize,
 }
 
 impl TaskRef {
-    /// Starts loading the task's future into the cache.
+    /// Starts loading the task's future, slot and hinted line into the
+    /// cache.
     fn prefetch(&self) {
-        super::prefetch::prefetch(self.future_at, self.future_bytes);
+        use crate::prefetch::prefetch;
+        prefetch(self.future_at, self.future_bytes);
+        prefetch(self.slot_at, 1);
+        prefetch(self.hint_at, 1);
     }
 }
 
@@ -150,7 +168,21 @@ struct TaskWake {
     exec: u64,
     /// In the queue or the LIFO slot, or about to be.
     scheduled: AtomicBool,
+    /// [`TaskRef::slot_at`] and [`TaskRef::hint_at`] as of the last poll.
+    slot_at: AtomicUsize,
+    hint_at: AtomicUsize,
     remote: Arc<Remote>,
+}
+
+impl TaskWake {
+    /// The task, with where its slot and hinted line were.
+    fn task(&self) -> TaskRef {
+        TaskRef {
+            slot_at: self.slot_at.load(Ordering::Relaxed),
+            hint_at: self.hint_at.load(Ordering::Relaxed),
+            ..self.task
+        }
+    }
 }
 
 impl Wake for TaskWake {
@@ -159,23 +191,33 @@ impl Wake for TaskWake {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.scheduled.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        // Woken by the running task, it will most often run next (the
-        // LIFO slot): its future, rarely in cache among hundreds of
-        // connections, is on its way meanwhile.
-        self.task.prefetch();
         let exec = EXECUTORS.with(|list| {
             list.borrow()
                 .iter()
                 .find(|(id, _)| *id == self.exec)
                 .and_then(|(_, weak)| weak.upgrade())
         });
-        match exec {
-            Some(inner) => inner.schedule(self.task),
-            None => self.remote.push(self.task),
+        let Some(inner) = exec else {
+            if !self.scheduled.swap(true, Ordering::AcqRel) {
+                self.remote.push(self.task());
+            }
+            return;
+        };
+        // On the executor's own thread a plain load and store do, not a
+        // locked swap, whose wait for this line (rarely in cache among
+        // hundreds of tasks) nothing else can overlap. A wake from another
+        // thread in between can at worst queue the task twice: the second
+        // poll is a spurious one, which every future takes.
+        if self.scheduled.load(Ordering::Acquire) {
+            return;
         }
+        self.scheduled.store(true, Ordering::Release);
+        // Woken by the running task, it will most often run next (the
+        // LIFO slot): its future, rarely in cache among hundreds of
+        // connections, is on its way meanwhile.
+        let task = self.task();
+        task.prefetch();
+        inner.schedule(task);
     }
 }
 
@@ -278,6 +320,7 @@ impl Inner {
             (future, waker)
         };
         self.polling.set(true);
+        HINT.with(|h| h.set(0));
         let done = future
             .as_mut()
             .poll(&mut Context::from_waker(&waker))
@@ -286,6 +329,10 @@ impl Inner {
         let mut tasks = self.tasks.borrow_mut();
         let finished = match tasks.get_mut(task.key).filter(|s| s.gen == task.gen) {
             Some(slot) if !done => {
+                let slot_at = slot as *const Slot as usize;
+                slot.wake.slot_at.store(slot_at, Ordering::Relaxed);
+                let hint_at = HINT.with(Cell::get);
+                slot.wake.hint_at.store(hint_at, Ordering::Relaxed);
                 slot.future = Some(future);
                 slot.waker = Some(waker);
                 return;
@@ -387,11 +434,15 @@ impl LocalExecutor {
                 gen,
                 future_at: &*future as *const dyn Future<Output = ()> as *const u8 as usize,
                 future_bytes: std::mem::size_of_val(&*future),
+                slot_at: 0,
+                hint_at: 0,
             };
             let wake = Arc::new(TaskWake {
                 task,
                 exec: inner.id,
                 scheduled: AtomicBool::new(true),
+                slot_at: AtomicUsize::new(0),
+                hint_at: AtomicUsize::new(0),
                 remote: inner.remote.clone(),
             });
             entry.insert(Slot {
@@ -689,6 +740,56 @@ mod tests {
         .unwrap();
         sender.join().unwrap();
         assert_eq!(got, 9);
+    }
+
+    #[test]
+    fn a_woken_task_is_queued_with_its_slot_and_hinted_line() {
+        let ex = LocalExecutor::new();
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        block_on(ex.run(async {
+            let t = ex.spawn(async move {
+                hint(0x5a40);
+                rx.recv().await.unwrap();
+            });
+            Timer::after(Duration::from_millis(5)).await;
+            {
+                let tasks = ex.inner.tasks.borrow();
+                let (_, slot) = tasks.iter().next().expect("the task waits");
+                let queued = slot.wake.task();
+                assert_eq!(queued.hint_at, 0x5a40);
+                assert_eq!(queued.slot_at, std::ptr::from_ref(slot) as usize);
+            }
+            tx.try_send(()).unwrap();
+            t.await;
+        }))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_task_queued_twice_is_polled_twice_and_still_finishes() {
+        // What a wake from another thread racing one on the loop's thread
+        // can do at worst.
+        let ex = LocalExecutor::new();
+        let polls = Rc::new(Cell::new(0));
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        let p = polls.clone();
+        let mut rx = Box::pin(async move { rx.recv().await.unwrap() });
+        let t = ex.spawn(std::future::poll_fn(move |cx| {
+            p.set(p.get() + 1);
+            rx.as_mut().poll(cx)
+        }));
+        assert!(!ex.inner.tick(8), "polled once, waiting");
+        assert_eq!(polls.get(), 1);
+        let task = ex.inner.tasks.borrow().iter().next().unwrap().1.wake.task();
+        ex.inner.schedule(task);
+        ex.inner.schedule(task);
+        assert!(!ex.inner.tick(8));
+        assert_eq!(polls.get(), 3, "each queued copy polls it");
+        tx.try_send(()).unwrap();
+        assert!(!ex.inner.tick(8));
+        assert_eq!(polls.get(), 4);
+        assert!(ex.inner.tasks.borrow().is_empty(), "finished");
+        drop(t);
     }
 
     #[test]

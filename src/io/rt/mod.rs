@@ -28,7 +28,6 @@
 //! rare, on its own thread.
 
 mod executor;
-mod prefetch;
 mod reactor;
 mod source;
 mod timer;

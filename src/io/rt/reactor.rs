@@ -170,6 +170,7 @@ impl Reactor {
         let Some(source) = sources.get_mut(key) else {
             return Poll::Ready(()); // gone: let the syscall report it
         };
+        let at = &*source as *const Source as usize;
         let (ready, slot) = match dir {
             Dir::Read => (source.readable, &mut source.reader),
             Dir::Write => (source.writable, &mut source.writer),
@@ -177,6 +178,8 @@ impl Reactor {
         if ready {
             return Poll::Ready(());
         }
+        // The next poll of this task starts here.
+        super::executor::hint(at);
         let replaced = match slot {
             Some(w) if w.will_wake(cx.waker()) => None,
             _ => slot.replace(cx.waker().clone()),
@@ -304,7 +307,7 @@ impl Reactor {
         // hundreds of connections: ask for all of them first, so that their
         // misses overlap instead of each wake waiting for its own.
         for w in &woken {
-            super::prefetch::prefetch(w.data() as usize, 64);
+            crate::prefetch::prefetch(w.data() as usize, 64);
         }
         for w in woken.drain(..) {
             w.wake();

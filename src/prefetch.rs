@@ -1,4 +1,5 @@
-//! Asking the CPU to start loading memory that is about to be used.
+//! Asking the CPU to start loading memory that is about to be used: a
+//! hint, which reads nothing, so the sans-IO core may give it too.
 
 /// Cache lines of one object prefetched at most.
 const LINES_MAX: usize = 12;
