@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Compares two pairlink server binaries side by side: both run at once,
+# pinned to core 0, each driven by its own generator on core 1, so that
+# whatever the host does to one in a round (steal, a busy neighbour on
+# the same physical core) it does to the other. Each round runs a relay
+# and takes B's user CPU per message over A's; the binaries swap ports
+# and start order every round. Prints each round and the median ratio.
+#
+#   benches/ab.sh A B [ROUNDS] [PAIRS]   (defaults 16 and 512; DUR=5s)
+#
+# Run one binary against itself first: the spread of those ratios is
+# the noise to beat (on the machine of BENCHMARKS.md, 0.93-1.20 a round).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+a="$1"
+b="$2"
+rounds="${3:-16}"
+pairs="${4:-512}"
+dur="${DUR:-5s}"
+cargo build --release --bin pairlink-bench >&2
+bench=target/release/pairlink-bench
+ulimit -n "$(ulimit -Hn)"
+
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+wait_healthz() {
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0
+    sleep 0.05
+  done
+  echo "no /healthz on port $1" >&2
+  return 1
+}
+
+user_us() {
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["server"]["user_us_per_message"])' "$1"
+}
+
+ratios=()
+for r in $(seq 1 "$rounds"); do
+  if [ $((r % 2)) = 0 ]; then first="$a" second="$b"; else first="$b" second="$a"; fi
+  taskset -c 0 "$first" --listen 127.0.0.1:18401 --max-connections 20000 --log-level error &
+  p1=$!
+  taskset -c 0 "$second" --listen 127.0.0.1:18402 --max-connections 20000 --log-level error &
+  p2=$!
+  pids=("$p1" "$p2")
+  wait_healthz 18401
+  wait_healthz 18402
+  taskset -c 1 "$bench" relay --pairs "$pairs" --duration "$dur" \
+    --url http://127.0.0.1:18401 --pid "$p1" >/tmp/pairlink-ab.1 2>/dev/null &
+  g1=$!
+  taskset -c 1 "$bench" relay --pairs "$pairs" --duration "$dur" \
+    --url http://127.0.0.1:18402 --pid "$p2" >/tmp/pairlink-ab.2 2>/dev/null &
+  g2=$!
+  wait "$g1" "$g2"
+  kill "$p1" "$p2"
+  wait "$p1" "$p2" 2>/dev/null || true
+  pids=()
+  u1="$(user_us "$(cat /tmp/pairlink-ab.1)")"
+  u2="$(user_us "$(cat /tmp/pairlink-ab.2)")"
+  if [ "$first" = "$a" ]; then ua="$u1" ub="$u2"; else ua="$u2" ub="$u1"; fi
+  ratio="$(python3 -c "print(round($ub / $ua, 3))")"
+  ratios+=("$ratio")
+  echo "round $r: A $ua us, B $ub us per message, B/A $ratio"
+done
+python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f"B/A user CPU per message: median {statistics.median(v):.3f}, mean {statistics.mean(v):.3f} over {len(v)} rounds")' "${ratios[@]}"
