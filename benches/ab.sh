@@ -21,20 +21,9 @@ cargo build --release --bin pairlink-bench >&2
 bench=target/release/pairlink-bench
 ulimit -n "$(ulimit -Hn)"
 
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-wait_healthz() {
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0
-    sleep 0.05
-  done
-  echo "no /healthz on port $1" >&2
-  return 1
-}
+# shellcheck source=benches/common.sh
+. benches/common.sh
+trap kill_started EXIT
 
 user_us() {
   python3 -c 'import json,sys; print(json.loads(sys.argv[1])["server"]["user_us_per_message"])' "$1"

@@ -17,21 +17,13 @@ bin=target/release/pairlink
 bench=target/release/pairlink-bench
 ulimit -n "$(ulimit -Hn)"
 
-pids=()
+# shellcheck source=benches/common.sh
+. benches/common.sh
 cleanup() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  kill_started
   [ -n "${NCHAN_PREFIX:-}" ] && benches/nchan/stop.sh "$NCHAN_PREFIX" || true
 }
 trap cleanup EXIT
-
-wait_healthz() {
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0
-    sleep 0.05
-  done
-  echo "no /healthz on port $1" >&2
-  return 1
-}
 
 # run LABEL ARGS...: one generator run on core 1, tagged with LABEL.
 run() {
