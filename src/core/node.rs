@@ -543,7 +543,6 @@ impl<W> Node<W> {
         body_bytes_max: usize,
         make_waiter: impl FnOnce() -> Waiter<W>,
     ) -> Started {
-        self.prefetch_peer(key);
         self.touch(now, key);
         let session = &mut self.sessions[key as usize];
         if after > session.last_seq {
