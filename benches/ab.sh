@@ -11,9 +11,13 @@
 # Run one binary against itself first: the spread of those ratios is
 # the noise to beat (on the machine of BENCHMARKS.md, 0.93-1.20 a round).
 set -euo pipefail
+if [ $# -lt 2 ] || [ ! -x "$1" ] || [ ! -x "$2" ]; then
+  echo "usage: benches/ab.sh A B [ROUNDS] [PAIRS]   (A and B: server binaries)" >&2
+  exit 2
+fi
+a="$(realpath -- "$1")"
+b="$(realpath -- "$2")"
 cd "$(dirname "$0")/.."
-a="$1"
-b="$2"
 rounds="${3:-16}"
 pairs="${4:-512}"
 dur="${DUR:-5s}"
@@ -45,8 +49,9 @@ for r in $(seq 1 "$rounds"); do
   taskset -c 1 "$bench" relay --pairs "$pairs" --duration "$dur" \
     --url http://127.0.0.1:18402 --pid "$p2" >/tmp/pairlink-ab.2 2>/dev/null &
   g2=$!
-  wait "$g1" "$g2"
-  kill "$p1" "$p2"
+  wait "$g1" || true
+  wait "$g2" || true
+  kill "$p1" "$p2" 2>/dev/null || true
   wait "$p1" "$p2" 2>/dev/null || true
   pids=()
   u1="$(user_us "$(cat /tmp/pairlink-ab.1)")"

@@ -1,6 +1,6 @@
 # Sourced by the scripts in benches/: what they share.
 
-# The servers a script started (their pids); killed on exit by `cleanup`.
+# The servers a script started (their pids); `kill_started` kills them.
 pids=()
 kill_started() {
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done

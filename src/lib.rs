@@ -21,6 +21,7 @@
 //! - [`io`]: the thin driver: its own event loop and executor (`io::rt`),
 //!   listener, connections, timers, signals.
 //! - [`systemd`]: `sd_notify` (READY, STATUS, WATCHDOG, STOPPING) with std alone.
+//! - `prefetch`: a cache hint, used by the loop and the core.
 // Two functions may use `unsafe`, one line each: taking the
 // socket-activated listener fd (`systemd::take_fd3`), which std cannot do
 // safely, and a cache prefetch hint (`prefetch`), an intrinsic
@@ -38,6 +39,6 @@ pub mod io;
 pub mod limits;
 pub mod logger;
 pub mod metrics;
-pub mod prefetch;
+pub(crate) mod prefetch;
 pub mod proto;
 pub mod systemd;

@@ -126,8 +126,13 @@ impl TaskRef {
     fn prefetch(&self) {
         use crate::prefetch::prefetch;
         prefetch(self.future_at, self.future_bytes);
-        prefetch(self.slot_at, 1);
-        prefetch(self.hint_at, 1);
+        // Not known before the task's first poll, or no line hinted.
+        if self.slot_at != 0 {
+            prefetch(self.slot_at, std::mem::size_of::<Slot>());
+        }
+        if self.hint_at != 0 {
+            prefetch(self.hint_at, 1);
+        }
     }
 }
 
@@ -191,33 +196,24 @@ impl Wake for TaskWake {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Woken by the running task, it will most often run next (the
+        // LIFO slot): its future, rarely in cache among hundreds of
+        // connections, is on its way meanwhile.
+        let task = self.task();
+        task.prefetch();
         let exec = EXECUTORS.with(|list| {
             list.borrow()
                 .iter()
                 .find(|(id, _)| *id == self.exec)
                 .and_then(|(_, weak)| weak.upgrade())
         });
-        let Some(inner) = exec else {
-            if !self.scheduled.swap(true, Ordering::AcqRel) {
-                self.remote.push(self.task());
-            }
-            return;
-        };
-        // On the executor's own thread a plain load and store do, not a
-        // locked swap, whose wait for this line (rarely in cache among
-        // hundreds of tasks) nothing else can overlap. A wake from another
-        // thread in between can at worst queue the task twice: the second
-        // poll is a spurious one, which every future takes.
-        if self.scheduled.load(Ordering::Acquire) {
-            return;
+        match exec {
+            Some(inner) => inner.schedule(task),
+            None => self.remote.push(task),
         }
-        self.scheduled.store(true, Ordering::Release);
-        // Woken by the running task, it will most often run next (the
-        // LIFO slot): its future, rarely in cache among hundreds of
-        // connections, is on its way meanwhile.
-        let task = self.task();
-        task.prefetch();
-        inner.schedule(task);
     }
 }
 
@@ -752,44 +748,47 @@ mod tests {
                 rx.recv().await.unwrap();
             });
             Timer::after(Duration::from_millis(5)).await;
-            {
+            let slot_at = {
                 let tasks = ex.inner.tasks.borrow();
                 let (_, slot) = tasks.iter().next().expect("the task waits");
-                let queued = slot.wake.task();
-                assert_eq!(queued.hint_at, 0x5a40);
-                assert_eq!(queued.slot_at, std::ptr::from_ref(slot) as usize);
-            }
+                std::ptr::from_ref(slot) as usize
+            };
+            // Woken from the main future, not a task: to the queue's back.
             tx.try_send(()).unwrap();
+            let queued = *ex.inner.queue.borrow().back().expect("queued");
+            assert_eq!(queued.hint_at, 0x5a40);
+            assert_eq!(queued.slot_at, slot_at);
             t.await;
         }))
         .unwrap();
     }
 
     #[test]
-    fn a_task_queued_twice_is_polled_twice_and_still_finishes() {
-        // What a wake from another thread racing one on the loop's thread
-        // can do at worst.
+    fn a_task_waiting_on_a_socket_hints_its_reactor_entry() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
         let ex = LocalExecutor::new();
-        let polls = Rc::new(Cell::new(0));
-        let (tx, rx) = async_channel::bounded::<()>(1);
-        let p = polls.clone();
-        let mut rx = Box::pin(async move { rx.recv().await.unwrap() });
-        let t = ex.spawn(std::future::poll_fn(move |cx| {
-            p.set(p.get() + 1);
-            rx.as_mut().poll(cx)
-        }));
-        assert!(!ex.inner.tick(8), "polled once, waiting");
-        assert_eq!(polls.get(), 1);
-        let task = ex.inner.tasks.borrow().iter().next().unwrap().1.wake.task();
-        ex.inner.schedule(task);
-        ex.inner.schedule(task);
-        assert!(!ex.inner.tick(8));
-        assert_eq!(polls.get(), 3, "each queued copy polls it");
-        tx.try_send(()).unwrap();
-        assert!(!ex.inner.tick(8));
-        assert_eq!(polls.get(), 4);
-        assert!(ex.inner.tasks.borrow().is_empty(), "finished");
-        drop(t);
+        block_on(ex.run(async {
+            let server = super::super::Io::new(server).unwrap();
+            let t = ex.spawn(async move {
+                // Nothing sent yet: `WouldBlock` clears the readiness
+                // every socket starts with, so the wait below is real.
+                let err = server.try_read(&mut [0u8; 8]).unwrap_err();
+                assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+                server.readable().await;
+            });
+            Timer::after(Duration::from_millis(5)).await;
+            let hint_at = {
+                let tasks = ex.inner.tasks.borrow();
+                let (_, slot) = tasks.iter().next().expect("the task waits");
+                slot.wake.task().hint_at
+            };
+            assert_ne!(hint_at, 0, "a task pending on a socket names its entry");
+            drop(t);
+        }))
+        .unwrap();
+        drop(client);
     }
 
     #[test]
