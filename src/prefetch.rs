@@ -10,10 +10,21 @@ const LINE: usize = 64;
 /// an address that is no longer valid costs nothing but the hint.
 #[inline]
 pub fn prefetch(addr: usize, bytes: usize) {
-    let lines = bytes.div_ceil(LINE).min(LINES_MAX);
+    let (first, lines) = lines(addr, bytes);
     for i in 0..lines {
-        line(addr.wrapping_add(i * LINE));
+        line(first.wrapping_add(i * LINE));
     }
+}
+
+/// The first cache line of `bytes` bytes from `addr`, and how many lines
+/// they touch (an object not aligned to a line may touch one more than its
+/// size says), at most [`LINES_MAX`].
+#[inline]
+fn lines(addr: usize, bytes: usize) -> (usize, usize) {
+    let first = addr & !(LINE - 1);
+    let end = addr.saturating_add(bytes);
+    let lines = (end - first).div_ceil(LINE);
+    (first, if bytes == 0 { 0 } else { lines.min(LINES_MAX) })
 }
 
 #[inline(always)]
@@ -34,6 +45,18 @@ fn line(addr: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_line_an_object_touches_is_asked_for() {
+        assert_eq!(lines(128, 64), (128, 1));
+        assert_eq!(lines(130, 64), (128, 2), "unaligned: two lines");
+        assert_eq!(lines(130, 1), (128, 1));
+        assert_eq!(lines(191, 2), (128, 2));
+        assert_eq!(lines(64, 192), (64, 3));
+        assert_eq!(lines(70, 0), (64, 0));
+        assert_eq!(lines(0, 100_000), (0, LINES_MAX));
+        assert_eq!(lines(usize::MAX - 10, 1000).1, 1);
+    }
 
     /// A hint reads nothing: no address, valid or not, can fault.
     #[test]

@@ -515,10 +515,16 @@ fn fill_or_timeout<'a>(
     buf: &'a mut Vec<u8>,
     timer: &'a mut Timer,
 ) -> impl std::future::Future<Output = Option<io::Result<usize>>> + 'a {
-    read_or_timeout(stream, timer, |bytes| {
+    read_or_timeout(stream, timer, append_to(buf))
+}
+
+/// What [`fill`] and [`fill_or_timeout`] do with the bytes read: append
+/// them to `buf`, and count them.
+fn append_to(buf: &mut Vec<u8>) -> impl FnMut(&[u8]) -> usize + '_ {
+    |bytes| {
         buf.extend_from_slice(bytes);
         bytes.len()
-    })
+    }
 }
 
 /// A write to try again once the socket is writable.
@@ -537,10 +543,7 @@ fn fill<'a>(
     stream: &'a Io<TcpStream>,
     buf: &'a mut Vec<u8>,
 ) -> impl std::future::Future<Output = io::Result<usize>> + 'a {
-    let mut take = |bytes: &[u8]| {
-        buf.extend_from_slice(bytes);
-        bytes.len()
-    };
+    let mut take = append_to(buf);
     std::future::poll_fn(move |cx| poll_read(stream, cx, &mut take))
 }
 
