@@ -954,3 +954,90 @@ fn wrong_methods_are_405_with_allow() {
     assert_error(&r, 405, "method_not_allowed");
     assert!(allow_set(&r).iter().any(|a| a == "GET"));
 }
+
+/// A waiting poll answered by another connection's send has its answer
+/// written by the step of that send (not by its own connection's task),
+/// with the same bytes; its connection then idles from that moment, and
+/// a client that sends nothing more is closed after the header timeout.
+/// The poll waits past one header timeout first, so the idle timer has
+/// already fired once during the wait and must have been set again.
+#[test]
+fn a_poll_answered_by_a_send_idles_out_from_its_answer() {
+    let server = Server::start(&["--header-timeout", "500ms"]);
+    let mut c = server.conn();
+    let (a, b) = pair_up(&mut c, "direct");
+    let mut waiting = server.conn();
+    write_poll(
+        &mut waiting,
+        &b.pair,
+        &b.side,
+        &b.token,
+        "after=1&timeout_ms=5000",
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    // A fresh connection: `c` sat idle past the header timeout.
+    let mut c = server.conn();
+    let t = Instant::now();
+    send(&mut c, &a, "over");
+    let r = waiting.read_response();
+    assert!(
+        ms_since(t) < 1000,
+        "answered {} ms after the send",
+        ms_since(t)
+    );
+    assert_common_headers(&r);
+    assert!(!r.says_close(), "{r:?}");
+    assert_eq!(parse_poll(&r).events, vec![msg(2, "over")]);
+    assert_closed_once_idle(&mut waiting);
+    // The session lives on.
+    let mut c = server.conn();
+    let p = poll(&mut c, &b, 2, 0);
+    assert_eq!(p.events, vec![]);
+}
+
+/// The connection of a poll answered where the answer is made reads its
+/// next request as usual, and answers it.
+#[test]
+fn a_poll_answered_by_a_send_reads_its_next_request() {
+    let server = Server::start(&[]);
+    let mut c = server.conn();
+    let (a, b) = pair_up(&mut c, "direct2");
+    let mut waiting = server.conn();
+    for (i, text) in ["one", "two", "three"].iter().enumerate() {
+        let seq = 2 + i as u64;
+        write_poll(
+            &mut waiting,
+            &b.pair,
+            &b.side,
+            &b.token,
+            &format!("after={}&timeout_ms=5000", seq - 1),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        send(&mut c, &a, text);
+        let r = waiting.read_response();
+        assert_eq!(parse_poll(&r).events, vec![msg(seq, text)], "{r:?}");
+    }
+    let r = waiting.request("GET", "/healthz", &[], None);
+    assert_eq!(r.status, 200);
+}
+
+/// A poll that asked to close (HTTP/1.0 here) is answered, then closed,
+/// when a send answers it while it waits.
+#[test]
+fn a_closing_poll_answered_by_a_send_is_answered_then_closed() {
+    let server = Server::start(&[]);
+    let mut c = server.conn();
+    let (a, b) = pair_up(&mut c, "direct3");
+    let mut waiting = server.conn();
+    let target = session_path(&b.pair, &b.side, "/events?after=1&timeout_ms=5000");
+    let raw = format!(
+        "GET {target} HTTP/1.0\r\nAuthorization: {}\r\n\r\n",
+        bearer(&b.token)
+    );
+    waiting.send(raw.as_bytes());
+    std::thread::sleep(Duration::from_millis(100));
+    send(&mut c, &a, "bye");
+    let r = waiting.read_response();
+    assert_eq!(parse_poll(&r).events, vec![msg(2, "bye")], "{r:?}");
+    assert_closes(&mut waiting, &r);
+}

@@ -6,7 +6,7 @@ use super::cluster::{ClusterState, ConnHandle};
 use super::conn::raw_request_bytes_max;
 use super::random::RandomPool;
 use super::rt::{self, Timer};
-use super::waiter::{self, Wait, Waiter};
+use super::waiter::{Link, Waiter};
 use crate::api::PeerState;
 use crate::api::{Api, Handled};
 use crate::cluster::frame::{Frame, NONCE_BYTES};
@@ -16,6 +16,7 @@ use crate::limits::SECRET_BYTES;
 use crate::limits::{HEAD_BYTES_MAX, TARGET_BYTES_MAX};
 use crate::proto::http::{self, Request};
 use crate::proto::ids::{NodeName, TokenCache};
+use crate::proto::response::Cors;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -89,11 +90,10 @@ impl Shared {
         super::millis(since).saturating_add(part)
     }
 
-    /// Runs one request through the API. A waiting poll comes back with the
-    /// future its answer arrives on.
-    pub fn handle(&self, request: &Request, tokens: &mut TokenCache) -> (Handled, Option<Wait>) {
+    /// Runs one request through the API. A poll that waits gets its waiter
+    /// from the connection's `link`, and comes back as [`Handled::Wait`].
+    pub fn handle(&self, request: &Request, tokens: &mut TokenCache, link: &Rc<Link>) -> Handled {
         let now = self.now_ms();
-        let mut wait = None;
         let mut api = self.api.borrow_mut();
         let mut random = self.random.borrow_mut();
         let handled = api.handle(
@@ -102,14 +102,10 @@ impl Shared {
             request,
             tokens,
             &mut || random.secret(),
-            || {
-                let (waiter, w) = waiter::pair();
-                wait = Some(w);
-                waiter
-            },
+            || link.waiter(),
         );
         self.after_core_call(&mut api);
-        (handled, wait)
+        handled
     }
 
     /// The client of a waiting request went away.
@@ -270,10 +266,30 @@ impl Shared {
 
     /// Carries out the core's outputs and wakes the timer task if the next
     /// deadline moved earlier.
+    /// Answers a waiting poll: written to its socket from here when its
+    /// connection allows it ([`Waiter::answer`]). Not while draining: the
+    /// connection then closes after the response, which is its to do.
+    fn answer(&self, api: &mut Api<Waiter>, waiter: Waiter, reply: crate::core::Reply) {
+        if api.node.draining() {
+            return waiter.hand_over(reply);
+        }
+        let metrics = &mut api.metrics;
+        waiter.answer(reply, |stream, reply, head_only| {
+            let response = crate::api::reply_response(reply);
+            metrics.count_response(response.status);
+            super::conn::send_now(stream, &response, self.cors().as_ref(), head_only)
+        });
+    }
+
+    /// The CORS headers every response carries, when configured.
+    pub fn cors(&self) -> Option<Cors<'_>> {
+        self.cors_origin.as_deref().map(|origin| Cors { origin })
+    }
+
     fn after_core_call(&self, api: &mut Api<Waiter>) {
         while let Some(output) = api.node.poll_output() {
             match output {
-                Output::Answer { waiter, reply } => waiter.answer(reply),
+                Output::Answer { waiter, reply } => self.answer(api, waiter, reply),
                 Output::Send { peer, frame } => self.send_to_peer(peer, frame),
             }
         }

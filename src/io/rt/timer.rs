@@ -89,6 +89,22 @@ impl Timer {
         }
     }
 
+    /// Moves the deadline to `d` after `from` (a moment already past),
+    /// lazily as [`Self::reset_after`] when the registration is due no
+    /// later; otherwise out of the lanes' order, which a deadline counted
+    /// from the past may break.
+    pub fn reset_after_from(&mut self, from: Instant, d: Duration) {
+        let at = from.checked_add(d).unwrap_or_else(far_future);
+        match &self.reg {
+            Some(reg) if self.every == Some(d) && reg.at <= at => self.at = Some(at),
+            _ => {
+                self.deregister();
+                self.at = Some(at);
+                self.every = None;
+            }
+        }
+    }
+
     fn deregister(&mut self) {
         if let Some(reg) = self.reg.take() {
             Reactor::with_current(|r| r.remove_timer(reg.id));
