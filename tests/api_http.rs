@@ -955,10 +955,11 @@ fn wrong_methods_are_405_with_allow() {
     assert!(allow_set(&r).iter().any(|a| a == "GET"));
 }
 
-/// A waiting poll answered by another connection's send has its answer
-/// written by the step of that send (not by its own connection's task),
-/// with the same bytes; its connection then idles from that moment, and
-/// a client that sends nothing more is closed after the header timeout.
+/// A waiting poll answered by another connection's send (with keep-alive
+/// and nothing behind the poll, the send's step writes the answer itself:
+/// `src/io/answer_tests.rs`) gets the usual response; its connection then
+/// idles from that moment, and a client that sends nothing more is closed
+/// after the header timeout.
 /// The poll waits past one header timeout first, so the idle timer has
 /// already fired once during the wait and must have been set again.
 #[test]

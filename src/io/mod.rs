@@ -6,6 +6,8 @@
 //! and never across an `.await`, so there are no locks and no atomics on the
 //! hot path.
 
+#[cfg(test)]
+mod answer_tests;
 mod budget;
 pub mod cluster;
 mod conn;
