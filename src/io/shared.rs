@@ -264,8 +264,6 @@ impl Shared {
         self.api.borrow_mut().node.observe_clock(hlc);
     }
 
-    /// Carries out the core's outputs and wakes the timer task if the next
-    /// deadline moved earlier.
     /// Answers a waiting poll: written to its socket from here when its
     /// connection allows it ([`Waiter::answer`]). Not while draining: the
     /// connection then closes after the response, which is its to do.
@@ -286,6 +284,8 @@ impl Shared {
         self.cors_origin.as_deref().map(|origin| Cors { origin })
     }
 
+    /// Carries out the core's outputs and wakes the timer task if the next
+    /// deadline moved earlier.
     fn after_core_call(&self, api: &mut Api<Waiter>) {
         while let Some(output) = api.node.poll_output() {
             match output {

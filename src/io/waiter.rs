@@ -174,8 +174,7 @@ impl Waiter {
             return;
         }
         if !slot.direct {
-            drop(slot);
-            return self.hand_over(reply);
+            return hand_over_to(&mut slot, reply);
         }
         slot.state = match write(&link.stream, reply, slot.head_only) {
             Ok(None) => {
@@ -192,9 +191,7 @@ impl Waiter {
         };
         wake(&mut slot);
     }
-}
 
-impl Waiter {
     /// Answers the poll through its connection, whose task is woken to
     /// write the answer. A stale waiter is ignored.
     pub fn hand_over(self, reply: Reply) {
@@ -203,10 +200,16 @@ impl Waiter {
         };
         let mut slot = link.slot.borrow_mut();
         if slot.seq == self.seq && matches!(slot.state, State::Waiting) {
-            slot.state = State::Answered(reply);
-            wake(&mut slot);
+            hand_over_to(&mut slot, reply);
         }
     }
+}
+
+/// Hands `reply` to the connection of the poll `slot` serves, and wakes
+/// its task.
+fn hand_over_to(slot: &mut Slot, reply: Reply) {
+    slot.state = State::Answered(reply);
+    wake(slot);
 }
 
 fn wake(slot: &mut Slot) {
