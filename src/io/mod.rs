@@ -12,6 +12,7 @@ mod budget;
 pub mod cluster;
 mod conn;
 mod listener;
+mod ms_clock;
 pub mod random;
 mod ratelimit;
 pub mod rt;

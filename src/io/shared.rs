@@ -4,6 +4,7 @@
 use super::budget::{self, ReadBudget};
 use super::cluster::{ClusterState, ConnHandle};
 use super::conn::raw_request_bytes_max;
+use super::ms_clock::MsClock;
 use super::random::RandomPool;
 use super::rt::{self, Timer};
 use super::waiter::{Link, Waiter};
@@ -27,6 +28,8 @@ pub struct Shared {
     api: RefCell<Api<Waiter>>,
     random: RefCell<RandomPool>,
     start: Instant,
+    /// [`Shared::now_ms`], remembered for the millisecond.
+    ms_clock: MsClock,
     /// The deadline the timer task sleeps until, so a core call that makes
     /// an earlier one knows to wake it.
     timer_at: Cell<Option<Millis>>,
@@ -53,10 +56,12 @@ impl Shared {
     pub fn new(api: Api<Waiter>, config: &Config, cluster: ClusterState) -> Shared {
         // One slot is enough: a wake-up that finds one pending is redundant.
         let (timer_wake, timer_woken) = async_channel::bounded(1);
+        let start = Instant::now();
         Shared {
             api: RefCell::new(api),
             random: RefCell::new(RandomPool::default()),
-            start: Instant::now(),
+            start,
+            ms_clock: MsClock::new(start),
             timer_at: Cell::new(None),
             timer_wake,
             timer_woken,
@@ -85,9 +90,7 @@ impl Shared {
     /// the moment read (rounded down, a poll's timeout could end up to a
     /// millisecond early, as a review measured).
     pub fn now_ms(&self) -> Millis {
-        let since = rt::now().saturating_duration_since(self.start);
-        let part = u64::from(since.subsec_nanos() % 1_000_000 != 0);
-        super::millis(since).saturating_add(part)
+        self.ms_clock.ms(rt::now())
     }
 
     /// Runs one request through the API. A poll that waits gets its waiter

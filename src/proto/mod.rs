@@ -1,5 +1,6 @@
 //! Sans-IO protocol code: bytes in, values out (and back).
 
+pub mod field_names;
 pub mod http;
 pub mod ids;
 pub mod json;
