@@ -335,6 +335,14 @@ impl<W> Node<W> {
         self.sessions.len()
     }
 
+    /// Where the session at `key` lives (0 for none), for a prefetch
+    /// hint ([`crate::prefetch`]): an address, nothing read through it.
+    pub fn session_addr(&self, key: u32) -> usize {
+        self.sessions
+            .get(key as usize)
+            .map_or(0, |s| std::ptr::from_ref(s) as usize)
+    }
+
     /// Polls waiting.
     pub fn polls_waiting(&self) -> usize {
         self.waiting_polls

@@ -162,3 +162,36 @@ fn a_gone_connection_is_closed_whatever_the_core_still_holds() {
     })
     .unwrap();
 }
+
+/// The address a connection hints for its next request is its session's:
+/// the one its last token names, on this node; none before a token, or
+/// for a token of another node.
+#[test]
+fn a_connection_hints_the_session_of_its_last_token() {
+    let shared = node();
+    let (link, _client) = connection();
+    let mut tokens = TokenCache::default();
+    assert_eq!(shared.session_addr(&tokens), 0);
+    let token = join(&shared, &link, "a");
+    let raw = format!(
+        "GET /v1/pairs/p/a/events?timeout_ms=0 HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    let (framed, _) = http::frame_whole(&shared.http_limits, raw.as_bytes()).unwrap();
+    let request = framed.request(raw.as_bytes()).unwrap();
+    assert!(matches!(
+        shared.handle(&request, &mut tokens, &link),
+        Handled::Respond(_)
+    ));
+    let key = tokens.last().expect("the token is kept").key;
+    let at = shared.api.borrow().node.session_addr(key);
+    assert_ne!(at, 0);
+    assert_eq!(shared.session_addr(&tokens), at);
+    // The same token text, but another node's: no hint.
+    let foreign = token.replacen("local.", "other.", 1);
+    assert_ne!(foreign, token);
+    tokens
+        .parse(foreign.as_bytes())
+        .expect("a token of another node");
+    assert_eq!(shared.session_addr(&tokens), 0);
+}

@@ -675,6 +675,9 @@ fn handle(
         return Err(HttpError::BadRequest);
     }
     let handled = shared.handle(&request, tokens, link);
+    // The next request of this connection most likely reads the same
+    // session: it is prefetched when the task is woken for it.
+    rt::hint_data(shared.session_addr(tokens));
     Ok((handled, !request.keep_alive, request.method == Method::Head))
 }
 

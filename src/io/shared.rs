@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// Shared by the tasks of one node (behind an `Rc`).
 #[derive(Debug)]
 pub struct Shared {
-    api: RefCell<Api<Waiter>>,
+    pub(super) api: RefCell<Api<Waiter>>,
     random: RefCell<RandomPool>,
     start: Instant,
     /// [`Shared::now_ms`], remembered for the millisecond.
@@ -91,6 +91,17 @@ impl Shared {
     /// millisecond early, as a review measured).
     pub fn now_ms(&self) -> Millis {
         self.ms_clock.ms(rt::now())
+    }
+
+    /// Where the session of the connection's last token lives, if it is
+    /// on this node (0 if none): what the connection's next request reads
+    /// first, for [`rt::hint_data`].
+    pub fn session_addr(&self, tokens: &TokenCache) -> usize {
+        let api = self.api.borrow();
+        match tokens.last() {
+            Some(token) if token.node == api.node.config().name => api.node.session_addr(token.key),
+            _ => 0,
+        }
     }
 
     /// Runs one request through the API. A poll that waits gets its waiter

@@ -232,6 +232,11 @@ struct CachedToken {
 }
 
 impl TokenCache {
+    /// The last token parsed, if any.
+    pub fn last(&self) -> Option<&Token> {
+        self.0.as_ref().map(|c| &c.token)
+    }
+
     /// [`Token::parse`] of `text`, from the memo when it is the same text.
     pub fn parse(&mut self, text: &[u8]) -> Option<&Token> {
         let hit = self.0.as_ref().is_some_and(|c| c.text == text);

@@ -47,6 +47,8 @@ thread_local! {
     /// What the task being polled said it will read first when it runs
     /// again ([`hint`]).
     static HINT: Cell<usize> = const { Cell::new(0) };
+    /// What else it said it will read soon after ([`hint_data`]).
+    static HINT_DATA: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Says that the task being polled, once woken, will first read the cache
@@ -54,6 +56,19 @@ thread_local! {
 /// prefetched with the task's future and slot when the task is next to run.
 pub(super) fn hint(addr: usize) {
     HINT.with(|h| h.set(addr));
+}
+
+/// Bytes prefetched from a [`hint_data`] address.
+pub const HINT_DATA_BYTES: usize = 192;
+
+/// Says that the task being polled, whenever it is woken from now on, will
+/// soon read the [`HINT_DATA_BYTES`] from `addr` (a connection: its
+/// session, found by the token its last request carried), until it says
+/// another address (0 for none): they are prefetched with the task's
+/// future, instead of being missed when its next request gets there. A
+/// hint only: an address no longer in use costs nothing but the hint.
+pub fn hint_data(addr: usize) {
+    HINT_DATA.with(|h| h.set(addr));
 }
 
 /// Runs `f`; tasks it wakes go to the back of the run queue, not to the
@@ -114,10 +129,12 @@ struct TaskRef {
     /// is woken and when it is next in the queue (see [`Inner::tick`]).
     future_at: usize,
     future_bytes: usize,
-    /// Where the task's slot was, and the line it said it reads first
-    /// ([`hint`]), when it last ran: prefetched with the future.
+    /// Where the task's slot was, the line it said it reads first
+    /// ([`hint`]) and what it said it reads soon after ([`hint_data`]),
+    /// when it last ran: prefetched with the future.
     slot_at: usize,
     hint_at: usize,
+    data_at: usize,
 }
 
 impl TaskRef {
@@ -132,6 +149,9 @@ impl TaskRef {
         }
         if self.hint_at != 0 {
             prefetch(self.hint_at, 1);
+        }
+        if self.data_at != 0 {
+            prefetch(self.data_at, HINT_DATA_BYTES);
         }
     }
 }
@@ -176,28 +196,33 @@ struct Remote {
 struct TaskWake {
     /// In the queue or the LIFO slot, or about to be.
     scheduled: AtomicBool,
+    /// [`TaskRef::future_bytes`], in the room the flag leaves (a future's
+    /// size is its type's, far below 4 GiB).
+    future_bytes: u32,
     exec: u64,
-    /// [`TaskRef::slot_at`] and [`TaskRef::hint_at`] as of the last poll.
+    /// [`TaskRef::slot_at`], [`TaskRef::hint_at`] and [`TaskRef::data_at`]
+    /// as of the last poll.
     slot_at: AtomicUsize,
     hint_at: AtomicUsize,
+    data_at: AtomicUsize,
     /// The rest of the task's [`TaskRef`].
     key: usize,
     gen: u64,
     future_at: usize,
-    future_bytes: usize,
     remote: Arc<Remote>,
 }
 
 impl TaskWake {
-    /// The task, with where its slot and hinted line were.
+    /// The task, with where its slot and hinted lines were.
     fn task(&self) -> TaskRef {
         TaskRef {
             key: self.key,
             gen: self.gen,
             future_at: self.future_at,
-            future_bytes: self.future_bytes,
+            future_bytes: self.future_bytes as usize,
             slot_at: self.slot_at.load(Ordering::Relaxed),
             hint_at: self.hint_at.load(Ordering::Relaxed),
+            data_at: self.data_at.load(Ordering::Relaxed),
         }
     }
 }
@@ -329,6 +354,8 @@ impl Inner {
         };
         self.polling.set(true);
         HINT.with(|h| h.set(0));
+        // Kept until the task says otherwise: its session stays its session.
+        HINT_DATA.with(|h| h.set(task.data_at));
         let done = future
             .as_mut()
             .poll(&mut Context::from_waker(&waker))
@@ -341,6 +368,8 @@ impl Inner {
                 slot.wake.slot_at.store(slot_at, Ordering::Relaxed);
                 let hint_at = HINT.with(Cell::get);
                 slot.wake.hint_at.store(hint_at, Ordering::Relaxed);
+                let data_at = HINT_DATA.with(Cell::get);
+                slot.wake.data_at.store(data_at, Ordering::Relaxed);
                 slot.future = Some(future);
                 slot.waker = Some(waker);
                 return;
@@ -444,16 +473,18 @@ impl LocalExecutor {
                 future_bytes: std::mem::size_of_val(&*future),
                 slot_at: 0,
                 hint_at: 0,
+                data_at: 0,
             };
             let wake = Arc::new(TaskWake {
                 scheduled: AtomicBool::new(true),
                 exec: inner.id,
+                future_bytes: u32::try_from(task.future_bytes).unwrap_or(u32::MAX),
                 slot_at: AtomicUsize::new(0),
                 hint_at: AtomicUsize::new(0),
+                data_at: AtomicUsize::new(0),
                 key: task.key,
                 gen: task.gen,
                 future_at: task.future_at,
-                future_bytes: task.future_bytes,
                 remote: inner.remote.clone(),
             });
             entry.insert(Slot {
@@ -757,7 +788,8 @@ mod tests {
     fn what_a_local_wake_reads_is_in_the_first_64_bytes() {
         use std::mem::offset_of;
         assert_eq!(offset_of!(TaskWake, scheduled), 0);
-        assert!(offset_of!(TaskWake, future_bytes) + 8 <= 64);
+        assert!(offset_of!(TaskWake, future_bytes) < 8);
+        assert!(offset_of!(TaskWake, future_at) + 8 <= 64);
         assert!(offset_of!(TaskWake, remote) >= 64);
     }
 
@@ -781,6 +813,35 @@ mod tests {
             let queued = *ex.inner.queue.borrow().back().expect("queued");
             assert_eq!(queued.hint_at, 0x5a40);
             assert_eq!(queued.slot_at, slot_at);
+            t.await;
+        }))
+        .unwrap();
+    }
+
+    /// A data hint is queued with the task on every wake until the task
+    /// says another, not only after the run that gave it.
+    #[test]
+    fn a_data_hint_holds_until_the_task_changes_it() {
+        let ex = LocalExecutor::new();
+        let (tx, rx) = async_channel::bounded::<usize>(1);
+        block_on(ex.run(async {
+            let t = ex.spawn(async move {
+                hint_data(0x7000);
+                while let Ok(next) = rx.recv().await {
+                    if next != 0 {
+                        hint_data(next);
+                    }
+                }
+            });
+            let mut queued = Vec::new();
+            for send in [0, 0, 0x9000, 0] {
+                Timer::after(Duration::from_millis(5)).await;
+                // Woken from the main future: to the queue's back.
+                tx.try_send(send).unwrap();
+                queued.push(ex.inner.queue.borrow().back().expect("queued").data_at);
+            }
+            assert_eq!(queued, [0x7000, 0x7000, 0x7000, 0x9000]);
+            drop(tx);
             t.await;
         }))
         .unwrap();

@@ -32,7 +32,7 @@ mod reactor;
 mod source;
 mod timer;
 
-pub use executor::{defer_wakes, yield_now, LocalExecutor, Task};
+pub use executor::{defer_wakes, hint_data, yield_now, LocalExecutor, Task};
 pub use source::Io;
 pub use timer::Timer;
 
