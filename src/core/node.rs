@@ -726,6 +726,8 @@ impl<W> Node<W> {
         let Some(peer_key) = self.local_session(peer) else {
             return Started::Done(ApiError::PeerOffline.into());
         };
+        let peer_at = std::ptr::from_ref(&self.sessions[peer_key as usize]) as usize;
+        self.sessions[key as usize].peer_at = peer_at;
         if let Err(e) = self.accept_message(now, peer_key, data) {
             return Started::Done(e.into());
         }
@@ -906,13 +908,13 @@ impl<W> Node<W> {
     /// Starts loading what a delivery to session `key`'s peer reads (its
     /// first three lines), when that peer is on this node: among hundreds
     /// of sessions it is rarely in cache, and it then comes in while the
-    /// message is checked and stored instead of when it is delivered.
+    /// message is checked and stored instead of when it is delivered. The
+    /// address is the one the last delivery saw ([`Session::peer_at`]):
+    /// nothing of the peer is read here.
     fn prefetch_peer(&self, key: u32) {
-        let peer = self.sessions.get(key as usize).and_then(|s| s.peer);
-        if let Some(Addr { node: 0, key, .. }) = peer {
-            if let Some(p) = self.sessions.get(key as usize) {
-                crate::prefetch::prefetch(std::ptr::from_ref(p) as usize, 3 * 64);
-            }
+        let at = self.sessions.get(key as usize).map_or(0, |s| s.peer_at);
+        if at != 0 {
+            crate::prefetch::prefetch(at, 3 * 64);
         }
     }
 

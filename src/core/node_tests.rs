@@ -500,3 +500,18 @@ fn join_leave_loops_cannot_flood_a_session() {
     );
     assert!(node.sessions[0].events.len() <= crate::limits::SESSION_EVENTS_MAX + 1);
 }
+
+/// A send remembers where its peer's session is, for the next send's
+/// prefetch; before any send there is nothing to remember.
+#[test]
+fn a_send_remembers_its_peers_address() {
+    let mut node = TestNode::new(config());
+    let a = join(&mut node, 0, "p", Side::A, 1);
+    let b = join(&mut node, 0, "p", Side::B, 2);
+    let at = |node: &TestNode, t: &Token| node.session_addr(t.key);
+    assert_eq!(node.sessions[b.key as usize].peer_at, 0);
+    assert_eq!(send(&mut node, 1, "p", Side::B, &b, None, "x"), 202);
+    assert_eq!(node.sessions[b.key as usize].peer_at, at(&node, &a));
+    assert_ne!(at(&node, &a), 0);
+    assert_eq!(node.sessions[a.key as usize].peer_at, 0);
+}
