@@ -343,6 +343,12 @@ impl<W> Node<W> {
             .map_or(0, |s| std::ptr::from_ref(s) as usize)
     }
 
+    /// Where the peer of the session at `key` was when it last delivered
+    /// to it (0 for none; [`Session::peer_at`]), for a prefetch hint.
+    pub fn peer_addr(&self, key: u32) -> usize {
+        self.sessions.get(key as usize).map_or(0, |s| s.peer_at)
+    }
+
     /// Polls waiting.
     pub fn polls_waiting(&self) -> usize {
         self.waiting_polls

@@ -163,35 +163,51 @@ fn a_gone_connection_is_closed_whatever_the_core_still_holds() {
     .unwrap();
 }
 
-/// The address a connection hints for its next request is its session's:
-/// the one its last token names, on this node; none before a token, or
-/// for a token of another node.
+/// The addresses a connection hints for its next request: its session's,
+/// the one its last token names, and after a send its peer's; nothing
+/// before a token, or for a token of another node.
 #[test]
-fn a_connection_hints_the_session_of_its_last_token() {
+fn a_connection_hints_its_session_and_after_a_send_its_peers() {
     let shared = node();
     let (link, _client) = connection();
     let mut tokens = TokenCache::default();
-    assert_eq!(shared.session_addr(&tokens), 0);
-    let token = join(&shared, &link, "a");
-    let raw = format!(
+    assert_eq!(shared.hint_addrs(&tokens, false), [0, 0]);
+    let a = join(&shared, &link, "a");
+    let b = join(&shared, &link, "b");
+    let run = |tokens: &mut TokenCache, raw: String| {
+        let (framed, _) = http::frame_whole(&shared.http_limits, raw.as_bytes()).unwrap();
+        let request = framed.request(raw.as_bytes()).unwrap();
+        match shared.handle(&request, tokens, &link) {
+            Handled::Respond(r) => r.status,
+            Handled::Wait(_) => panic!("waited"),
+        }
+    };
+    let poll = format!(
         "GET /v1/pairs/p/a/events?timeout_ms=0 HTTP/1.1\r\nHost: x\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
+         Authorization: Bearer {a}\r\n\r\n"
     );
-    let (framed, _) = http::frame_whole(&shared.http_limits, raw.as_bytes()).unwrap();
-    let request = framed.request(raw.as_bytes()).unwrap();
-    assert!(matches!(
-        shared.handle(&request, &mut tokens, &link),
-        Handled::Respond(_)
-    ));
-    let key = tokens.last().expect("the token is kept").key;
-    let at = shared.api.borrow().node.session_addr(key);
-    assert_ne!(at, 0);
-    assert_eq!(shared.session_addr(&tokens), at);
+    assert_eq!(run(&mut tokens, poll), 200);
+    let addr = |token: &str| {
+        let key = crate::proto::ids::Token::parse(token.as_bytes())
+            .unwrap()
+            .key;
+        shared.api.borrow().node.session_addr(key)
+    };
+    assert_ne!(addr(&a), 0);
+    assert_eq!(shared.hint_addrs(&tokens, false), [addr(&a), 0]);
+    // Before a send, a's session knows no peer address.
+    assert_eq!(shared.hint_addrs(&tokens, true), [addr(&a), 0]);
+    let send = format!(
+        "POST /v1/pairs/p/a/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a}\r\n\
+         Content-Length: 2\r\n\r\nhi"
+    );
+    assert_eq!(run(&mut tokens, send), 202);
+    assert_eq!(shared.hint_addrs(&tokens, true), [addr(&a), addr(&b)]);
     // The same token text, but another node's: no hint.
-    let foreign = token.replacen("local.", "other.", 1);
-    assert_ne!(foreign, token);
+    let foreign = a.replacen("local.", "other.", 1);
+    assert_ne!(foreign, a);
     tokens
         .parse(foreign.as_bytes())
         .expect("a token of another node");
-    assert_eq!(shared.session_addr(&tokens), 0);
+    assert_eq!(shared.hint_addrs(&tokens, true), [0, 0]);
 }

@@ -93,14 +93,22 @@ impl Shared {
         self.ms_clock.ms(rt::now())
     }
 
-    /// Where the session of the connection's last token lives, if it is
-    /// on this node (0 if none): what the connection's next request reads
-    /// first, for [`rt::hint_data`].
-    pub fn session_addr(&self, tokens: &TokenCache) -> usize {
+    /// What the connection's next request will most likely read first,
+    /// for [`rt::hint_data`]: the session its last token names, if it is
+    /// on this node, and, after a send (`sending`), the peer session that
+    /// send delivered to (0 for none).
+    pub fn hint_addrs(&self, tokens: &TokenCache, sending: bool) -> [usize; 2] {
         let api = self.api.borrow();
         match tokens.last() {
-            Some(token) if token.node == api.node.config().name => api.node.session_addr(token.key),
-            _ => 0,
+            Some(token) if token.node == api.node.config().name => [
+                api.node.session_addr(token.key),
+                if sending {
+                    api.node.peer_addr(token.key)
+                } else {
+                    0
+                },
+            ],
+            _ => [0; 2],
         }
     }
 

@@ -48,7 +48,7 @@ thread_local! {
     /// again ([`hint`]).
     static HINT: Cell<usize> = const { Cell::new(0) };
     /// What else it said it will read soon after ([`hint_data`]).
-    static HINT_DATA: Cell<usize> = const { Cell::new(0) };
+    static HINT_DATA: Cell<[usize; 2]> = const { Cell::new([0; 2]) };
 }
 
 /// Says that the task being polled, once woken, will first read the cache
@@ -58,17 +58,18 @@ pub(super) fn hint(addr: usize) {
     HINT.with(|h| h.set(addr));
 }
 
-/// Bytes prefetched from a [`hint_data`] address.
+/// Bytes prefetched from each [`hint_data`] address.
 pub const HINT_DATA_BYTES: usize = 192;
 
 /// Says that the task being polled, whenever it is woken from now on, will
-/// soon read the [`HINT_DATA_BYTES`] from `addr` (a connection: its
-/// session, found by the token its last request carried), until it says
-/// another address (0 for none): they are prefetched with the task's
-/// future, instead of being missed when its next request gets there. A
-/// hint only: an address no longer in use costs nothing but the hint.
-pub fn hint_data(addr: usize) {
-    HINT_DATA.with(|h| h.set(addr));
+/// soon read the [`HINT_DATA_BYTES`] from each of `addrs` (a connection:
+/// the session its last request's token named, and the peer session a
+/// send from it delivers to), until it says others (0 for none): they are
+/// prefetched with the task's future, instead of being missed when its
+/// next request gets there. A hint only: an address no longer in use
+/// costs nothing but the hint.
+pub fn hint_data(addrs: [usize; 2]) {
+    HINT_DATA.with(|h| h.set(addrs));
 }
 
 /// Runs `f`; tasks it wakes go to the back of the run queue, not to the
@@ -134,7 +135,7 @@ struct TaskRef {
     /// when it last ran: prefetched with the future.
     slot_at: usize,
     hint_at: usize,
-    data_at: usize,
+    data_at: [usize; 2],
 }
 
 impl TaskRef {
@@ -150,8 +151,10 @@ impl TaskRef {
         if self.hint_at != 0 {
             prefetch(self.hint_at, 1);
         }
-        if self.data_at != 0 {
-            prefetch(self.data_at, HINT_DATA_BYTES);
+        for at in self.data_at {
+            if at != 0 {
+                prefetch(at, HINT_DATA_BYTES);
+            }
         }
     }
 }
@@ -187,11 +190,15 @@ struct Remote {
     loop_waker: Mutex<Option<Waker>>,
 }
 
+/// What a wake on the loop's thread reads of a [`TaskWake`]: its first
+/// bytes, which the reactor prefetches before waking.
+pub(super) const WAKE_READ_BYTES: usize = 72;
+
 /// A task's waker.
 ///
 /// In C order, so that what a wake on the loop's thread reads is in the
-/// first 64 bytes, which the reactor prefetches before waking (a test
-/// holds it); `remote`, for wakes from other threads, comes after.
+/// first [`WAKE_READ_BYTES`], which the reactor prefetches before waking
+/// (a test holds it); `remote`, for wakes from other threads, comes after.
 #[repr(C)]
 struct TaskWake {
     /// In the queue or the LIFO slot, or about to be.
@@ -204,7 +211,7 @@ struct TaskWake {
     /// as of the last poll.
     slot_at: AtomicUsize,
     hint_at: AtomicUsize,
-    data_at: AtomicUsize,
+    data_at: [AtomicUsize; 2],
     /// The rest of the task's [`TaskRef`].
     key: usize,
     gen: u64,
@@ -222,7 +229,10 @@ impl TaskWake {
             future_bytes: self.future_bytes as usize,
             slot_at: self.slot_at.load(Ordering::Relaxed),
             hint_at: self.hint_at.load(Ordering::Relaxed),
-            data_at: self.data_at.load(Ordering::Relaxed),
+            data_at: [
+                self.data_at[0].load(Ordering::Relaxed),
+                self.data_at[1].load(Ordering::Relaxed),
+            ],
         }
     }
 }
@@ -369,7 +379,9 @@ impl Inner {
                 let hint_at = HINT.with(Cell::get);
                 slot.wake.hint_at.store(hint_at, Ordering::Relaxed);
                 let data_at = HINT_DATA.with(Cell::get);
-                slot.wake.data_at.store(data_at, Ordering::Relaxed);
+                for (at, to) in data_at.into_iter().zip(&slot.wake.data_at) {
+                    to.store(at, Ordering::Relaxed);
+                }
                 slot.future = Some(future);
                 slot.waker = Some(waker);
                 return;
@@ -473,7 +485,7 @@ impl LocalExecutor {
                 future_bytes: std::mem::size_of_val(&*future),
                 slot_at: 0,
                 hint_at: 0,
-                data_at: 0,
+                data_at: [0; 2],
             };
             let wake = Arc::new(TaskWake {
                 scheduled: AtomicBool::new(true),
@@ -481,7 +493,7 @@ impl LocalExecutor {
                 future_bytes: u32::try_from(task.future_bytes).unwrap_or(u32::MAX),
                 slot_at: AtomicUsize::new(0),
                 hint_at: AtomicUsize::new(0),
-                data_at: AtomicUsize::new(0),
+                data_at: [AtomicUsize::new(0), AtomicUsize::new(0)],
                 key: task.key,
                 gen: task.gen,
                 future_at: task.future_at,
@@ -785,12 +797,12 @@ mod tests {
     }
 
     #[test]
-    fn what_a_local_wake_reads_is_in_the_first_64_bytes() {
+    fn what_a_local_wake_reads_is_in_its_first_bytes() {
         use std::mem::offset_of;
         assert_eq!(offset_of!(TaskWake, scheduled), 0);
         assert!(offset_of!(TaskWake, future_bytes) < 8);
-        assert!(offset_of!(TaskWake, future_at) + 8 <= 64);
-        assert!(offset_of!(TaskWake, remote) >= 64);
+        assert_eq!(offset_of!(TaskWake, future_at) + 8, WAKE_READ_BYTES);
+        assert!(offset_of!(TaskWake, remote) >= WAKE_READ_BYTES);
     }
 
     #[test]
@@ -826,10 +838,10 @@ mod tests {
         let (tx, rx) = async_channel::bounded::<usize>(1);
         block_on(ex.run(async {
             let t = ex.spawn(async move {
-                hint_data(0x7000);
+                hint_data([0x7000, 0x7100]);
                 while let Ok(next) = rx.recv().await {
                     if next != 0 {
-                        hint_data(next);
+                        hint_data([next, 0]);
                     }
                 }
             });
@@ -840,7 +852,8 @@ mod tests {
                 tx.try_send(send).unwrap();
                 queued.push(ex.inner.queue.borrow().back().expect("queued").data_at);
             }
-            assert_eq!(queued, [0x7000, 0x7000, 0x7000, 0x9000]);
+            let before = [0x7000, 0x7100];
+            assert_eq!(queued, [before, before, before, [0x9000, 0]]);
             drop(tx);
             t.await;
         }))

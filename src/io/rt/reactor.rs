@@ -307,7 +307,7 @@ impl Reactor {
         // hundreds of connections: ask for all of them first, so that their
         // misses overlap instead of each wake waiting for its own.
         for w in &woken {
-            crate::prefetch::prefetch(w.data() as usize, 64);
+            crate::prefetch::prefetch(w.data() as usize, super::executor::WAKE_READ_BYTES);
         }
         for w in woken.drain(..) {
             w.wake();
