@@ -16,6 +16,18 @@ pub fn prefetch(addr: usize, bytes: usize) {
     }
 }
 
+/// Starts loading the `N` cache lines from the one `addr` is in: for an
+/// object whose size and alignment are known (a session: 64-aligned, its
+/// first three lines), without [`prefetch`]'s count of the lines a range
+/// touches, a few instructions a line.
+#[inline]
+pub fn prefetch_lines<const N: usize>(addr: usize) {
+    let first = addr & !(LINE - 1);
+    for i in 0..N.min(LINES_MAX) {
+        line(first.wrapping_add(i * LINE));
+    }
+}
+
 /// The first cache line of `bytes` bytes from `addr`, and how many lines
 /// they touch (an object not aligned to a line may touch one more than its
 /// size says), at most [`LINES_MAX`].
@@ -66,6 +78,9 @@ mod tests {
         prefetch(0, 64);
         prefetch(usize::MAX - 10, 1000);
         prefetch(1, 0);
+        prefetch_lines::<3>(v.as_ptr() as usize);
+        prefetch_lines::<3>(usize::MAX - 10);
+        prefetch_lines::<100>(0);
         drop(v);
     }
 }

@@ -920,7 +920,7 @@ impl<W> Node<W> {
     fn prefetch_peer(&self, key: u32) {
         let at = self.sessions.get(key as usize).map_or(0, |s| s.peer_at);
         if at != 0 {
-            crate::prefetch::prefetch(at, 3 * 64);
+            crate::prefetch::prefetch_lines::<3>(at);
         }
     }
 

@@ -58,11 +58,12 @@ pub(super) fn hint(addr: usize) {
     HINT.with(|h| h.set(addr));
 }
 
-/// Bytes prefetched from each [`hint_data`] address.
-pub const HINT_DATA_BYTES: usize = 192;
+/// Cache lines prefetched from each [`hint_data`] address (a session's
+/// first three).
+pub const HINT_DATA_LINES: usize = 3;
 
 /// Says that the task being polled, whenever it is woken from now on, will
-/// soon read the [`HINT_DATA_BYTES`] from each of `addrs` (a connection:
+/// soon read the [`HINT_DATA_LINES`] cache lines from each of `addrs` (a connection:
 /// the session its last request's token named, and the peer session a
 /// send from it delivers to), until it says others (0 for none): they are
 /// prefetched with the task's future, instead of being missed when its
@@ -153,7 +154,7 @@ impl TaskRef {
         }
         for at in self.data_at {
             if at != 0 {
-                prefetch(at, HINT_DATA_BYTES);
+                crate::prefetch::prefetch_lines::<HINT_DATA_LINES>(at);
             }
         }
     }
