@@ -63,12 +63,12 @@ pub(super) fn hint(addr: usize) {
 pub const HINT_DATA_LINES: usize = 3;
 
 /// Says that the task being polled, whenever it is woken from now on, will
-/// soon read the [`HINT_DATA_LINES`] cache lines from each of `addrs` (a connection:
-/// the session its last request's token named, and the peer session a
-/// send from it delivers to), until it says others (0 for none): they are
-/// prefetched with the task's future, instead of being missed when its
-/// next request gets there. A hint only: an address no longer in use
-/// costs nothing but the hint.
+/// soon read the first [`HINT_DATA_LINES`] cache lines at each of `addrs`
+/// (a connection: the session its last request's token named, and the
+/// peer session a send from it delivers to), until it says others (0 for
+/// none): they are prefetched with the task's future, instead of being
+/// missed when its next request gets there. A hint only: an address no
+/// longer in use costs nothing but the hint.
 pub fn hint_data(addrs: [usize; 2]) {
     HINT_DATA.with(|h| h.set(addrs));
 }
