@@ -34,9 +34,14 @@ fn connection() -> (Rc<Link>, TcpStream) {
 
 /// Runs `raw` through the API on `link`'s connection.
 fn handle(shared: &Shared, link: &Rc<Link>, raw: &str) -> Handled {
+    handle_with(shared, link, &mut TokenCache::default(), raw)
+}
+
+/// [`handle`], with the connection's token memo.
+fn handle_with(shared: &Shared, link: &Rc<Link>, tokens: &mut TokenCache, raw: &str) -> Handled {
     let (framed, _) = http::frame_whole(&shared.http_limits, raw.as_bytes()).unwrap();
     let request = framed.request(raw.as_bytes()).unwrap();
-    shared.handle(&request, &mut TokenCache::default(), link)
+    shared.handle(&request, tokens, link)
 }
 
 /// Joins `side` of pair `p`; the session token.
@@ -174,13 +179,10 @@ fn a_connection_hints_its_session_and_after_a_send_its_peers() {
     assert_eq!(shared.hint_addrs(&tokens, false), [0, 0]);
     let a = join(&shared, &link, "a");
     let b = join(&shared, &link, "b");
-    let run = |tokens: &mut TokenCache, raw: String| {
-        let (framed, _) = http::frame_whole(&shared.http_limits, raw.as_bytes()).unwrap();
-        let request = framed.request(raw.as_bytes()).unwrap();
-        match shared.handle(&request, tokens, &link) {
-            Handled::Respond(r) => r.status,
-            Handled::Wait(_) => panic!("waited"),
-        }
+    let run = |tokens: &mut TokenCache, raw: String| match handle_with(&shared, &link, tokens, &raw)
+    {
+        Handled::Respond(r) => r.status,
+        Handled::Wait(_) => panic!("waited"),
     };
     let poll = format!(
         "GET /v1/pairs/p/a/events?timeout_ms=0 HTTP/1.1\r\nHost: x\r\n\
