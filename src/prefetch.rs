@@ -18,7 +18,7 @@ pub fn prefetch(addr: usize, bytes: usize) {
 
 /// Starts loading the `N` cache lines from the one `addr` is in: for an
 /// object whose size and alignment are known (a session: 64-aligned, its
-/// first three lines), without [`prefetch`]'s count of the lines a range
+/// first four lines), without [`prefetch`]'s count of the lines a range
 /// touches, a few instructions a line.
 #[inline]
 pub fn prefetch_lines<const N: usize>(addr: usize) {

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod error;
 pub mod event;
+pub mod events;
 pub mod node;
 pub mod reply;
 pub mod session;

@@ -912,7 +912,7 @@ impl<W> Node<W> {
     }
 
     /// Starts loading what a delivery to session `key`'s peer reads (its
-    /// first three lines), when that peer is on this node: among hundreds
+    /// [`SESSION_HOT_LINES`](super::session::SESSION_HOT_LINES)), when that peer is on this node: among hundreds
     /// of sessions it is rarely in cache, and it then comes in while the
     /// message is checked and stored instead of when it is delivered. The
     /// address is the one the last delivery saw ([`Session::peer_at`]):
@@ -920,7 +920,7 @@ impl<W> Node<W> {
     fn prefetch_peer(&self, key: u32) {
         let at = self.sessions.get(key as usize).map_or(0, |s| s.peer_at);
         if at != 0 {
-            crate::prefetch::prefetch_lines::<3>(at);
+            crate::prefetch::prefetch_lines::<{ super::session::SESSION_HOT_LINES }>(at);
         }
     }
 

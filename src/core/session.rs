@@ -2,6 +2,7 @@
 //! idempotency keys.
 
 use super::event::{Event, EventKind};
+use super::events::Events;
 use super::node::Held;
 use super::Millis;
 use crate::limits::{IDEMPOTENCY_KEYS_MAX, SECRET_BYTES};
@@ -30,13 +31,18 @@ pub struct WaitingPoll<W> {
     pub id: u64,
 }
 
+/// Cache lines at the start of a [`Session`] that hold what a relayed
+/// message reads: what a prefetch of a session asks for.
+pub const SESSION_HOT_LINES: usize = 4;
+
 /// A session handler.
 ///
 /// Laid out by hand (`repr(C)`), a cache line at a time: a relayed message
 /// reads two sessions that are rarely in cache (one of hundreds of pairs),
 /// and with the fields where the compiler puts them it touched every line
 /// of both. What a send, a delivery and a poll read comes first, in the
-/// three lines the alignment gives it (BENCHMARKS.md, the sixth round).
+/// four lines the alignment gives it (BENCHMARKS.md, the sixth and tenth
+/// rounds).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Session<W> {
@@ -62,11 +68,13 @@ pub struct Session<W> {
     /// prefetch is for (reading the peer's slab entry to find the address
     /// stalled on it: 5 % of the user time at 512 pairs).
     pub peer_at: usize,
-    // Line 1: the waiting poll and the buffer, the side and the flags.
+    // Line 1: the waiting poll and the oldest event.
     /// The waiting poll, if any (at most one, API.md §2).
     pub poll: Option<WaitingPoll<W>>,
-    /// Events not yet acknowledged, in seq order.
-    pub events: VecDeque<Event>,
+    /// Events not yet acknowledged, in seq order: the oldest inline, in
+    /// this line; the others' deque in the next.
+    pub events: Events,
+    // Line 2: the other events, the side and the flags, and the link.
     /// Side.
     pub side: Side,
     /// Its join is not answered yet (lookups are out): it may still lose
@@ -75,9 +83,9 @@ pub struct Session<W> {
     /// A link was refused for want of room for its events: once the
     /// client acknowledges some, the session looks for its peer again.
     pub link_refused: bool,
-    // Line 2: the link and the pair id (up to 32 bytes of it).
     /// The linked peer handler; `Some` means the peer is online.
     pub peer: Option<Addr>,
+    // Line 3: the pair id (its length and up to 56 bytes of it).
     /// Pair id.
     pub pair: PairId,
     // Then what only joins, links and idempotency keys read.
@@ -116,7 +124,7 @@ impl<W> Session<W> {
             gen,
             secret,
             last_seq: 0,
-            events: VecDeque::new(),
+            events: Events::new(),
             data_bytes: 0,
             poll: None,
             deadline,
@@ -184,22 +192,52 @@ impl<W> Session<W> {
 mod tests {
     use super::*;
 
-    /// The lines the layout promises, with the waiter the server uses (a
-    /// weak pointer and a sequence number): authentication, a delivery's
-    /// counters and the peer's address in line 0; the waiting poll and the
-    /// buffer in line 1; the side, the link and the first 32 bytes of the
-    /// pair id in line 2.
+    /// The lines the layout promises (see [`Session`]), with the waiter
+    /// the server uses (a weak pointer and a sequence number) and with a
+    /// one-pointer waiter: authentication, a delivery's counters and the
+    /// peer's address in line 0; the waiting poll and the oldest event in
+    /// line 1; the side, the flags and the link in line 2; the pair id's
+    /// length and its first 56 bytes in line 3.
     #[test]
-    fn what_a_relayed_message_reads_is_in_the_first_three_lines() {
-        use std::mem::{offset_of, size_of};
-        type S = Session<super::super::node::Waiter<(std::rc::Weak<()>, u64)>>;
-        assert_eq!(offset_of!(S, secret), 0);
-        assert!(offset_of!(S, peer_at) + size_of::<usize>() <= 64);
-        assert!(offset_of!(S, poll) >= 64);
-        assert!(offset_of!(S, events) + size_of::<VecDeque<Event>>() <= 128);
-        assert!(offset_of!(S, side) >= 128);
-        assert!(offset_of!(S, pair) + 32 <= 192);
-        assert_eq!(size_of::<S>(), 6 * 64);
+    fn what_a_relayed_message_reads_is_in_the_first_four_lines() {
+        check_layout::<super::super::node::Waiter<(std::rc::Weak<()>, u64)>>();
+        check_layout::<super::super::node::Waiter<std::rc::Rc<()>>>();
+    }
+
+    fn check_layout<W>() {
+        use std::mem::{align_of, offset_of, size_of};
+        type S<W> = Session<W>;
+        let line = |offset: usize| offset / 64;
+        let last = |offset: usize, size: usize| line(offset + size - 1);
+        assert_eq!(align_of::<S<W>>(), 64);
+        let line0 = [
+            offset_of!(S<W>, secret),
+            offset_of!(S<W>, gen),
+            offset_of!(S<W>, data_bytes),
+            offset_of!(S<W>, last_seq),
+            offset_of!(S<W>, deadline),
+            offset_of!(S<W>, timer_at),
+            offset_of!(S<W>, peer_at) + size_of::<usize>() - 1,
+        ];
+        assert!(line0.iter().all(|&o| line(o) == 0), "{line0:?}");
+        assert_eq!(line(offset_of!(S<W>, poll)), 1);
+        // `Events` is in C order, the oldest event first.
+        let head = offset_of!(S<W>, events);
+        assert_eq!((line(head), last(head, size_of::<Option<Event>>())), (1, 1));
+        let line2 = [
+            offset_of!(S<W>, side),
+            offset_of!(S<W>, joining),
+            offset_of!(S<W>, link_refused),
+            offset_of!(S<W>, peer),
+            offset_of!(S<W>, peer) + size_of::<Option<Addr>>() - 1,
+        ];
+        assert!(line2.iter().all(|&o| line(o) == 2), "{line2:?}");
+        // The pair id's length, then its bytes: up to 56 of them by the
+        // end of line 3.
+        let pair = offset_of!(S<W>, pair);
+        assert!(line(pair) >= 2 && pair + 8 + 56 <= 4 * 64, "{pair}");
+        assert_eq!(SESSION_HOT_LINES, 4);
+        assert_eq!(size_of::<S<W>>(), 6 * 64);
     }
 
     fn session() -> Session<()> {
@@ -220,42 +258,6 @@ mod tests {
         assert_eq!(s.events.front().map(|e| e.seq), Some(3));
         assert_eq!(s.acknowledge(3), (1, 2));
         assert!(s.events.is_empty());
-    }
-
-    /// The fields a relayed message reads stay in the first three cache
-    /// lines (see [`Session`]), with the waiter the node keeps for a
-    /// driver's one-pointer waiter.
-    #[test]
-    fn what_a_message_reads_is_in_three_cache_lines() {
-        use std::mem::{offset_of, size_of};
-        type S = Session<super::super::node::Waiter<std::rc::Rc<()>>>;
-        let line = |offset: usize| offset / 64;
-        assert_eq!(std::mem::align_of::<S>(), 64);
-        let line0 = [
-            offset_of!(S, secret),
-            offset_of!(S, gen),
-            offset_of!(S, data_bytes),
-            offset_of!(S, last_seq),
-            offset_of!(S, deadline),
-            offset_of!(S, timer_at) + size_of::<Millis>() - 1,
-        ];
-        assert!(line0.iter().all(|&o| line(o) == 0), "{line0:?}");
-        let line1 = [
-            offset_of!(S, poll),
-            offset_of!(S, events),
-            offset_of!(S, side),
-            offset_of!(S, joining),
-            offset_of!(S, link_refused),
-        ];
-        assert!(line1.iter().all(|&o| line(o) == 1), "{line1:?}");
-        assert_eq!(
-            line(offset_of!(S, events) + size_of::<VecDeque<Event>>() - 1),
-            1
-        );
-        assert_eq!(line(offset_of!(S, peer)), 2);
-        // The pair id's length and its first 32 bytes.
-        assert_eq!(line(offset_of!(S, pair)), 2);
-        assert!(offset_of!(S, pair) + 8 + 32 <= 3 * 64);
     }
 
     #[test]
