@@ -17,8 +17,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Events taken from the kernel per `epoll_wait`; more wait for the next
-/// turn, which comes at once.
-const EVENTS_PER_WAIT_MAX: usize = 1024;
+/// turn, which comes at once. Few, so that what a turn prefetches for the
+/// tasks it wakes is still in the cache when they run: under load a wait
+/// found about 250 events at 512 pairs, and the system calls of the tasks
+/// run before the last of them (a few KiB of kernel memory each) pushed
+/// out what had been loaded for it. 32 took 5 % off the user time per
+/// relayed message at 512 pairs, and made fewer misses pay at all
+/// (BENCHMARKS.md, the tenth round); one more wait per 32 events costs
+/// little.
+const EVENTS_PER_WAIT_MAX: usize = 32;
 /// The epoll key of the eventfd; socket keys are slab keys, far below it.
 const NOTIFY_KEY: u64 = u64::MAX;
 
