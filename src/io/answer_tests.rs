@@ -168,19 +168,21 @@ fn a_gone_connection_is_closed_whatever_the_core_still_holds() {
     .unwrap();
 }
 
-/// The addresses a connection hints for its next request: its session's,
-/// the one its last token names, and after a send its peer's; nothing
-/// before a token, or for a token of another node.
+/// The addresses a connection hints for its next request: the session its
+/// last token names, after a send its peer's; its own link, and the link
+/// of the poll its last request answered. No session before a token, or
+/// for a token of another node.
 #[test]
-fn a_connection_hints_its_session_and_after_a_send_its_peers() {
+fn a_connection_hints_its_session_its_peers_and_their_links() {
     let shared = node();
     let (link, _client) = connection();
+    let (b_link, _b_client) = connection();
+    let me = link.at();
     let mut tokens = TokenCache::default();
-    assert_eq!(shared.hint_addrs(&tokens, false), [0, 0]);
+    assert_eq!(shared.hint_addrs(&tokens, false, &link), [0, 0, me, 0]);
     let a = join(&shared, &link, "a");
     let b = join(&shared, &link, "b");
-    let run = |tokens: &mut TokenCache, raw: String| match handle_with(&shared, &link, tokens, &raw)
-    {
+    let run = |tokens: &mut TokenCache, raw: &str| match handle_with(&shared, &link, tokens, raw) {
         Handled::Respond(r) => r.status,
         Handled::Wait(_) => panic!("waited"),
     };
@@ -188,7 +190,7 @@ fn a_connection_hints_its_session_and_after_a_send_its_peers() {
         "GET /v1/pairs/p/a/events?timeout_ms=0 HTTP/1.1\r\nHost: x\r\n\
          Authorization: Bearer {a}\r\n\r\n"
     );
-    assert_eq!(run(&mut tokens, poll), 200);
+    assert_eq!(run(&mut tokens, &poll), 200);
     let addr = |token: &str| {
         let key = crate::proto::ids::Token::parse(token.as_bytes())
             .unwrap()
@@ -196,20 +198,41 @@ fn a_connection_hints_its_session_and_after_a_send_its_peers() {
         shared.api.borrow().node.session_addr(key)
     };
     assert_ne!(addr(&a), 0);
-    assert_eq!(shared.hint_addrs(&tokens, false), [addr(&a), 0]);
+    assert_eq!(
+        shared.hint_addrs(&tokens, false, &link),
+        [addr(&a), 0, me, 0]
+    );
     // Before a send, a's session knows no peer address.
-    assert_eq!(shared.hint_addrs(&tokens, true), [addr(&a), 0]);
+    assert_eq!(
+        shared.hint_addrs(&tokens, true, &link),
+        [addr(&a), 0, me, 0]
+    );
+    // b's poll waits on its own connection; a's send answers it.
+    let b_poll = format!(
+        "GET /v1/pairs/p/b/events?after=1 HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {b}\r\n\r\n"
+    );
+    let mut b_tokens = TokenCache::default();
+    let waiting = handle_with(&shared, &b_link, &mut b_tokens, &b_poll);
+    assert!(matches!(waiting, Handled::Wait(_)));
     let send = format!(
         "POST /v1/pairs/p/a/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a}\r\n\
          Content-Length: 2\r\n\r\nhi"
     );
-    assert_eq!(run(&mut tokens, send), 202);
-    assert_eq!(shared.hint_addrs(&tokens, true), [addr(&a), addr(&b)]);
-    // The same token text, but another node's: no hint.
+    assert_eq!(run(&mut tokens, &send), 202);
+    let after_send = [addr(&a), addr(&b), me, b_link.at()];
+    assert_eq!(shared.hint_addrs(&tokens, true, &link), after_send);
+    // A request that answers no poll names none.
+    assert_eq!(run(&mut tokens, &poll), 200);
+    assert_eq!(
+        shared.hint_addrs(&tokens, false, &link),
+        [addr(&a), 0, me, 0]
+    );
+    // The same token text, but another node's: no session.
     let foreign = a.replacen("local.", "other.", 1);
     assert_ne!(foreign, a);
     tokens
         .parse(foreign.as_bytes())
         .expect("a token of another node");
-    assert_eq!(shared.hint_addrs(&tokens, true), [0, 0]);
+    assert_eq!(shared.hint_addrs(&tokens, true, &link), [0, 0, me, 0]);
 }

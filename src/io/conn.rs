@@ -676,9 +676,9 @@ fn handle(
     }
     let handled = shared.handle(&request, tokens, link);
     // The next request of this connection most likely reads the same
-    // session, and after a send the same peer's: they are prefetched when
-    // the task is woken for it.
-    rt::hint_data(shared.hint_addrs(tokens, request.method == Method::Post));
+    // session, and after a send the same peer's, and the same links: they
+    // are prefetched when the task is woken for it.
+    rt::hint_data(shared.hint_addrs(tokens, request.method == Method::Post, link));
     Ok((handled, !request.keep_alive, request.method == Method::Head))
 }
 

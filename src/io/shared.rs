@@ -49,6 +49,10 @@ pub struct Shared {
     /// Connections to the other nodes.
     pub cluster: RefCell<ClusterState>,
     heartbeat_ms: u64,
+    /// Where the link of the last poll a request's handling answered is
+    /// ([`Link::at`]; 0 for none): the next request of the same connection
+    /// most likely answers it again (a sender, its peer's poll).
+    answered_link: Cell<usize>,
 }
 
 impl Shared {
@@ -82,6 +86,7 @@ impl Shared {
             cors_origin: config.cors_origin.clone(),
             cluster: RefCell::new(cluster),
             heartbeat_ms: super::millis(config.heartbeat),
+            answered_link: Cell::new(0),
         }
     }
 
@@ -96,26 +101,34 @@ impl Shared {
     /// What the connection's next request will most likely read first,
     /// for [`rt::hint_data`]: the session its last token names, if it is
     /// on this node, and, after a send (`sending`), the peer session that
-    /// send delivered to (0 for none).
-    pub fn hint_addrs(&self, tokens: &TokenCache, sending: bool) -> [usize; 2] {
+    /// send delivered to; then the connection's own `link`, and the link
+    /// of the poll its last request answered (0 for none).
+    pub fn hint_addrs(
+        &self,
+        tokens: &TokenCache,
+        sending: bool,
+        link: &Rc<Link>,
+    ) -> [usize; rt::HINT_DATA_SLOTS] {
         let api = self.api.borrow();
-        match tokens.last() {
-            Some(token) if token.node == api.node.config().name => [
+        let (session, peer) = match tokens.last() {
+            Some(token) if token.node == api.node.config().name => (
                 api.node.session_addr(token.key),
                 if sending {
                     api.node.peer_addr(token.key)
                 } else {
                     0
                 },
-            ],
-            _ => [0; 2],
-        }
+            ),
+            _ => (0, 0),
+        };
+        [session, peer, link.at(), self.answered_link.get()]
     }
 
     /// Runs one request through the API. A poll that waits gets its waiter
     /// from the connection's `link`, and comes back as [`Handled::Wait`].
     pub fn handle(&self, request: &Request, tokens: &mut TokenCache, link: &Rc<Link>) -> Handled {
         let now = self.now_ms();
+        self.answered_link.set(0);
         let mut api = self.api.borrow_mut();
         let mut random = self.random.borrow_mut();
         let handled = api.handle(
@@ -294,6 +307,7 @@ impl Shared {
             return waiter.hand_over(reply);
         }
         let metrics = &mut api.metrics;
+        self.answered_link.set(waiter.link_at());
         waiter.answer(reply, |stream, reply, head_only| {
             let response = crate::api::reply_response(reply);
             metrics.count_response(response.status);

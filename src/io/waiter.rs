@@ -96,7 +96,20 @@ pub struct Waiter {
     seq: u32,
 }
 
+/// Where the allocation of the `Rc` whose value `link` points to begins:
+/// its reference counts, two words before the value (std's layout). For a
+/// prefetch hint, which reads nothing: never read through.
+fn allocation_at(link: *const Link) -> usize {
+    (link as usize).wrapping_sub(2 * std::mem::size_of::<usize>())
+}
+
 impl Link {
+    /// Where this link's allocation is, for a prefetch hint (the
+    /// executor's `hint_data`).
+    pub fn at(self: &Rc<Self>) -> usize {
+        allocation_at(Rc::as_ptr(self))
+    }
+
     /// A connection's link, no poll waiting.
     pub fn new(stream: Io<TcpStream>) -> Link {
         Link {
@@ -157,6 +170,12 @@ impl Link {
 }
 
 impl Waiter {
+    /// Where the allocation of the link this waiter answers through is,
+    /// for a prefetch hint ([`Link::at`]).
+    pub fn link_at(&self) -> usize {
+        allocation_at(self.link.as_ptr())
+    }
+
     /// Answers the poll: with `write` straight to the socket when the
     /// connection allows it (`write` gives what the socket did not take),
     /// else handed to the connection, whose task is woken. A stale waiter
@@ -276,6 +295,17 @@ mod tests {
 
     fn never_written(_: &Io<TcpStream>, _: Reply, _: bool) -> io::Result<Option<Vec<u8>>> {
         panic!("written directly");
+    }
+
+    /// What a hint of a link names is the whole of its allocation, and
+    /// a waiter names the link it answers through.
+    #[test]
+    fn a_link_hint_covers_its_allocation() {
+        let counts = 2 * std::mem::size_of::<usize>();
+        assert!(counts + std::mem::size_of::<Link>() <= super::super::rt::HINT_OBJECT_BYTES);
+        let (link, _client) = link();
+        assert_eq!(link.at() + counts, Rc::as_ptr(&link) as usize);
+        assert_eq!(link.waiter().link_at(), link.at());
     }
 
     #[test]

@@ -48,7 +48,7 @@ thread_local! {
     /// again ([`hint`]).
     static HINT: Cell<usize> = const { Cell::new(0) };
     /// What else it said it will read soon after ([`hint_data`]).
-    static HINT_DATA: Cell<[usize; 2]> = const { Cell::new([0; 2]) };
+    static HINT_DATA: Cell<[usize; HINT_DATA_SLOTS]> = const { Cell::new([0; HINT_DATA_SLOTS]) };
 }
 
 /// Says that the task being polled, once woken, will first read the cache
@@ -58,18 +58,28 @@ pub(super) fn hint(addr: usize) {
     HINT.with(|h| h.set(addr));
 }
 
-/// Cache lines prefetched from each [`hint_data`] address (a session's
-/// first three).
-pub const HINT_DATA_LINES: usize = 3;
+/// Addresses a task may hint ([`hint_data`]).
+pub const HINT_DATA_SLOTS: usize = 4;
+
+/// Cache lines prefetched from each of the first two [`hint_data`]
+/// addresses (a session's first lines, which hold what a relayed message
+/// reads).
+pub const HINT_DATA_LINES: usize = crate::core::session::SESSION_HOT_LINES;
+
+/// Bytes prefetched from each of the last two [`hint_data`] addresses (a
+/// connection's link, with its reference counts).
+pub const HINT_OBJECT_BYTES: usize = 128;
 
 /// Says that the task being polled, whenever it is woken from now on, will
-/// soon read the first [`HINT_DATA_LINES`] cache lines at each of `addrs`
-/// (a connection: the session its last request's token named, and the
-/// peer session a send from it delivers to), until it says others (0 for
+/// soon read what is at each of `addrs`, until it says others (0 for
 /// none): they are prefetched with the task's future, instead of being
-/// missed when its next request gets there. A hint only: an address no
-/// longer in use costs nothing but the hint.
-pub fn hint_data(addrs: [usize; 2]) {
+/// missed when its next request gets there. A connection names the session
+/// its last request's token named and the peer session a send from it
+/// delivers to ([`HINT_DATA_LINES`] lines of each), then its own link and
+/// the link of the poll its last request answered ([`HINT_OBJECT_BYTES`]
+/// of each). A hint only: an address no longer in use costs nothing but
+/// the hint.
+pub fn hint_data(addrs: [usize; HINT_DATA_SLOTS]) {
     HINT_DATA.with(|h| h.set(addrs));
 }
 
@@ -136,7 +146,7 @@ struct TaskRef {
     /// when it last ran: prefetched with the future.
     slot_at: usize,
     hint_at: usize,
-    data_at: [usize; 2],
+    data_at: [usize; HINT_DATA_SLOTS],
 }
 
 impl TaskRef {
@@ -152,9 +162,15 @@ impl TaskRef {
         if self.hint_at != 0 {
             prefetch(self.hint_at, 1);
         }
-        for at in self.data_at {
+        let (lines, objects) = self.data_at.split_at(2);
+        for &at in lines {
             if at != 0 {
                 crate::prefetch::prefetch_lines::<HINT_DATA_LINES>(at);
+            }
+        }
+        for &at in objects {
+            if at != 0 {
+                crate::prefetch::prefetch(at, HINT_OBJECT_BYTES);
             }
         }
     }
@@ -193,7 +209,7 @@ struct Remote {
 
 /// What a wake on the loop's thread reads of a [`TaskWake`]: its first
 /// bytes, which the reactor prefetches before waking.
-pub(super) const WAKE_READ_BYTES: usize = 72;
+pub(super) const WAKE_READ_BYTES: usize = 88;
 
 /// A task's waker.
 ///
@@ -212,7 +228,7 @@ struct TaskWake {
     /// as of the last poll.
     slot_at: AtomicUsize,
     hint_at: AtomicUsize,
-    data_at: [AtomicUsize; 2],
+    data_at: [AtomicUsize; HINT_DATA_SLOTS],
     /// The rest of the task's [`TaskRef`].
     key: usize,
     gen: u64,
@@ -230,10 +246,7 @@ impl TaskWake {
             future_bytes: self.future_bytes as usize,
             slot_at: self.slot_at.load(Ordering::Relaxed),
             hint_at: self.hint_at.load(Ordering::Relaxed),
-            data_at: [
-                self.data_at[0].load(Ordering::Relaxed),
-                self.data_at[1].load(Ordering::Relaxed),
-            ],
+            data_at: std::array::from_fn(|i| self.data_at[i].load(Ordering::Relaxed)),
         }
     }
 }
@@ -486,7 +499,7 @@ impl LocalExecutor {
                 future_bytes: std::mem::size_of_val(&*future),
                 slot_at: 0,
                 hint_at: 0,
-                data_at: [0; 2],
+                data_at: [0; HINT_DATA_SLOTS],
             };
             let wake = Arc::new(TaskWake {
                 scheduled: AtomicBool::new(true),
@@ -494,7 +507,7 @@ impl LocalExecutor {
                 future_bytes: u32::try_from(task.future_bytes).unwrap_or(u32::MAX),
                 slot_at: AtomicUsize::new(0),
                 hint_at: AtomicUsize::new(0),
-                data_at: [AtomicUsize::new(0), AtomicUsize::new(0)],
+                data_at: std::array::from_fn(|_| AtomicUsize::new(0)),
                 key: task.key,
                 gen: task.gen,
                 future_at: task.future_at,
@@ -839,10 +852,10 @@ mod tests {
         let (tx, rx) = async_channel::bounded::<usize>(1);
         block_on(ex.run(async {
             let t = ex.spawn(async move {
-                hint_data([0x7000, 0x7100]);
+                hint_data([0x7000, 0x7100, 0x7200, 0x7300]);
                 while let Ok(next) = rx.recv().await {
                     if next != 0 {
-                        hint_data([next, 0]);
+                        hint_data([next, 0, 0, next + 0x40]);
                     }
                 }
             });
@@ -853,8 +866,9 @@ mod tests {
                 tx.try_send(send).unwrap();
                 queued.push(ex.inner.queue.borrow().back().expect("queued").data_at);
             }
-            let before = [0x7000, 0x7100];
-            assert_eq!(queued, [before, before, before, [0x9000, 0]]);
+            let before = [0x7000, 0x7100, 0x7200, 0x7300];
+            let after = [0x9000, 0, 0, 0x9040];
+            assert_eq!(queued, [before, before, before, after]);
             drop(tx);
             t.await;
         }))

@@ -32,7 +32,9 @@ mod reactor;
 mod source;
 mod timer;
 
-pub use executor::{defer_wakes, hint_data, yield_now, LocalExecutor, Task};
+pub use executor::{
+    defer_wakes, hint_data, yield_now, LocalExecutor, Task, HINT_DATA_SLOTS, HINT_OBJECT_BYTES,
+};
 pub use source::Io;
 pub use timer::Timer;
 
