@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 
 /// Events in seq order: `head` is the oldest, `rest` the others. `rest`
 /// holds events only while `head` does.
+///
 /// In C order: `head` first, where the session's layout expects it.
 #[derive(Debug, Default)]
 #[repr(C)]

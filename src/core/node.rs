@@ -912,7 +912,8 @@ impl<W> Node<W> {
     }
 
     /// Starts loading what a delivery to session `key`'s peer reads (its
-    /// [`SESSION_HOT_LINES`](super::session::SESSION_HOT_LINES)), when that peer is on this node: among hundreds
+    /// first [`SESSION_HOT_LINES`](super::session::SESSION_HOT_LINES)
+    /// lines), when that peer is on this node: among hundreds
     /// of sessions it is rarely in cache, and it then comes in while the
     /// message is checked and stored instead of when it is delivered. The
     /// address is the one the last delivery saw ([`Session::peer_at`]):

@@ -58,15 +58,17 @@ pub(super) fn hint(addr: usize) {
     HINT.with(|h| h.set(addr));
 }
 
-/// Addresses a task may hint ([`hint_data`]).
+/// Addresses a task may hint ([`hint_data`]): [`HINT_LINE_SLOTS`] given
+/// in lines, then objects given in bytes.
 pub const HINT_DATA_SLOTS: usize = 4;
+pub const HINT_LINE_SLOTS: usize = 2;
 
-/// Cache lines prefetched from each of the first two [`hint_data`]
-/// addresses (a session's first lines, which hold what a relayed message
+/// Cache lines prefetched from each of the first [`HINT_LINE_SLOTS`]
+/// [`hint_data`] addresses (a session's first lines, which hold what a relayed message
 /// reads).
 pub const HINT_DATA_LINES: usize = crate::core::session::SESSION_HOT_LINES;
 
-/// Bytes prefetched from each of the last two [`hint_data`] addresses (a
+/// Bytes prefetched from each of the other [`hint_data`] addresses (a
 /// connection's link, with its reference counts).
 pub const HINT_OBJECT_BYTES: usize = 128;
 
@@ -162,7 +164,7 @@ impl TaskRef {
         if self.hint_at != 0 {
             prefetch(self.hint_at, 1);
         }
-        let (lines, objects) = self.data_at.split_at(2);
+        let (lines, objects) = self.data_at.split_at(HINT_LINE_SLOTS);
         for &at in lines {
             if at != 0 {
                 crate::prefetch::prefetch_lines::<HINT_DATA_LINES>(at);
