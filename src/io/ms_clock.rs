@@ -24,6 +24,12 @@ impl MsClock {
         }
     }
 
+    /// The reading `ms` milliseconds after the start: when a deadline of
+    /// the core's falls due.
+    pub fn instant(&self, ms: Millis) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+
     /// Milliseconds from the start to `now`, rounded up: a deadline
     /// `ms(now) + T` is then never before T after `now` (rounded down, a
     /// poll's timeout could end up to a millisecond early, as a review
@@ -76,6 +82,17 @@ mod tests {
         readings.extend([ns(3_000_000_000), ns(2_999_999_999)]);
         for now in readings {
             assert_eq!(clock.ms(now), ceil_ms(start, now), "{now:?}");
+        }
+    }
+
+    /// A deadline's reading is the one its milliseconds stand for.
+    #[test]
+    fn a_deadline_reads_back_as_its_milliseconds() {
+        let start = Instant::now();
+        let clock = MsClock::new(start);
+        for ms in [0, 1, 2, 999, 1000, 86_400_000] {
+            assert_eq!(clock.instant(ms), start + Duration::from_millis(ms));
+            assert_eq!(clock.ms(clock.instant(ms)), ms);
         }
     }
 }

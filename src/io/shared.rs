@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 pub struct Shared {
     pub(super) api: RefCell<Api<Waiter>>,
     random: RefCell<RandomPool>,
-    start: Instant,
-    /// [`Shared::now_ms`], remembered for the millisecond.
+    /// The start the core's milliseconds count from, and
+    /// [`Shared::now_ms`] remembered for the millisecond.
     ms_clock: MsClock,
     /// The deadline the timer task sleeps until, so a core call that makes
     /// an earlier one knows to wake it.
@@ -60,12 +60,10 @@ impl Shared {
     pub fn new(api: Api<Waiter>, config: &Config, cluster: ClusterState) -> Shared {
         // One slot is enough: a wake-up that finds one pending is redundant.
         let (timer_wake, timer_woken) = async_channel::bounded(1);
-        let start = Instant::now();
         Shared {
             api: RefCell::new(api),
             random: RefCell::new(RandomPool::default()),
-            start,
-            ms_clock: MsClock::new(start),
+            ms_clock: MsClock::new(Instant::now()),
             timer_at: Cell::new(None),
             timer_wake,
             timer_woken,
@@ -365,7 +363,7 @@ pub async fn run_timers(shared: std::rc::Rc<Shared>) {
         let next = shared.api.borrow().node.next_deadline();
         shared.timer_at.set(next);
         let sleep = match next {
-            Some(at) => Timer::at(shared.start + Duration::from_millis(at)),
+            Some(at) => Timer::at(shared.ms_clock.instant(at)),
             None => Timer::never(),
         };
         smol::future::or(

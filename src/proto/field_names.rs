@@ -4,6 +4,8 @@
 //! usual names are matched a word (eight bytes) at a time instead of being
 //! scanned for their end byte by byte and then compared.
 
+use super::swar::word;
+
 /// A field the framer reads; every other name is skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Known {
@@ -51,7 +53,7 @@ impl Known {
     pub fn at_line_start(line: &[u8]) -> Option<(Known, usize)> {
         let words = line.get(..16)?;
         let (w0, w1) = words.split_at(8);
-        let w = [le(w0), le(w1)];
+        let w = [word(w0), word(w1)];
         let candidates: &[&Pattern] = match words.first()? | 0x20 {
             b'h' => &[&HOST],
             b'a' => &[&AUTHORIZATION],
@@ -75,13 +77,6 @@ impl Known {
 pub fn is_name(name: &[u8], lower: &[u8]) -> bool {
     debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
     name.len() == lower.len() && name.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
-}
-
-/// Eight bytes as a little-endian word; `bytes` has eight.
-fn le(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(bytes);
-    u64::from_le_bytes(word)
 }
 
 /// A name and its colon as two words to compare a line's first 16 bytes

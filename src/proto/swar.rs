@@ -21,6 +21,14 @@ pub fn below(word: u64, n: u8) -> u64 {
     word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS
 }
 
+/// Eight bytes as a little-endian word; `bytes` has eight.
+#[inline]
+pub fn word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    u64::from_le_bytes(word)
+}
+
 /// The offset of the first byte of `bytes` that `byte` accepts; `marks`
 /// is the same test on a little-endian word (see [`eq`], [`below`]).
 #[inline]
@@ -28,9 +36,7 @@ pub fn find(bytes: &[u8], marks: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool)
     let mut chunks = bytes.chunks_exact(8);
     let mut offset = 0;
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let found = marks(u64::from_le_bytes(word));
+        let found = marks(word(chunk));
         if found != 0 {
             return Some(offset + (found.trailing_zeros() / 8) as usize);
         }
